@@ -1,0 +1,50 @@
+"""tf_reweight: reweighted group-sparsity pruning for Keras 3.
+
+Example:
+>>> import tf_reweight as tfr
+>>> pruned = tfr.apply(model, structure="filter", target="16x", penalty=1e-4)
+>>> pruned.compile("adam", loss, metrics=["accuracy"])
+>>> pruned.fit(x, y, epochs=8, callbacks=[tfr.Reweight(), tfr.HardPrune(6)])
+>>> print(tfr.report(pruned))
+>>> plain = tfr.strip(pruned)
+"""
+
+from tf_reweight import budget, callbacks, layouts, pruning, structures
+from tf_reweight.api import LayerSparsity, SparsityReport, apply, report, strip
+from tf_reweight.budget import parse_target
+from tf_reweight.callbacks import HardPrune, Reweight, ScheduledPruning, SparsityMonitor
+from tf_reweight.constraints import MaskConstraint
+from tf_reweight.pruning import hard_prune, refresh_penalties
+from tf_reweight.regularizers import KernelPenalty, ReweightedGroupPenalty
+from tf_reweight.schedules import PolynomialSparsity, ProgressiveSparsity
+from tf_reweight.structures import Structure
+from tf_reweight.wrapper import PruningWrapper
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HardPrune",
+    "KernelPenalty",
+    "LayerSparsity",
+    "MaskConstraint",
+    "PolynomialSparsity",
+    "ProgressiveSparsity",
+    "PruningWrapper",
+    "Reweight",
+    "ReweightedGroupPenalty",
+    "ScheduledPruning",
+    "SparsityMonitor",
+    "SparsityReport",
+    "Structure",
+    "apply",
+    "budget",
+    "callbacks",
+    "hard_prune",
+    "layouts",
+    "parse_target",
+    "pruning",
+    "refresh_penalties",
+    "report",
+    "strip",
+    "structures",
+]

@@ -1,0 +1,37 @@
+"""Projections applied after every optimizer step (`keras.constraints`)."""
+
+from __future__ import annotations
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="tf_reweight")
+class MaskConstraint(keras.constraints.Constraint):
+    """Keeps pruned weights at exactly zero: ``w -> w * mask``.
+
+    Keras applies a variable's constraint after each optimizer update, so a
+    hard-pruned kernel stays pruned through masked retraining. The mask is a
+    non-trainable weight of `tf_reweight.PruningWrapper` (saved with the
+    model); the wrapper binds it here. An optional ``then`` constraint (for
+    example `tf_reweight.QuantizeConstraint`) is applied to the masked kernel.
+
+    Args:
+        mask: The 0/1 mask variable (bound by the wrapper), or None.
+        then: An optional constraint applied after masking.
+
+    Example:
+    >>> mask = keras.Variable(np.array([1.0, 0.0]))
+    >>> MaskConstraint(mask)(keras.ops.ones((2,)))  # [1., 0.]
+    """
+
+    def __init__(self, mask=None, then: keras.constraints.Constraint | None = None):
+        self.mask = mask
+        self.then = keras.constraints.get(then)
+
+    def __call__(self, w):
+        if self.mask is not None:
+            w = w * keras.ops.cast(self.mask, w.dtype)
+        return w if self.then is None else self.then(w)
+
+    def get_config(self):
+        return {"then": keras.constraints.serialize(self.then) if self.then else None}

@@ -1,0 +1,110 @@
+"""Operations on a wrapped model: allocate, refresh penalties, hard prune.
+
+Callbacks call these at set times; users may call them directly too. All of
+them run eagerly, outside the training step, and read or write the state of
+`PruningWrapper` layers.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from tf_reweight import budget
+from tf_reweight.wrapper import PrunedKernel, PruningWrapper
+
+
+def wrappers(model: keras.Model) -> list[PruningWrapper]:
+    """All `PruningWrapper` layers of a model, nested models included."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, PruningWrapper):
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found.extend(wrappers(layer))
+    return found
+
+
+def require_wrappers(model: keras.Model) -> list[PruningWrapper]:
+    """Like `wrappers`, but raises when the model has none."""
+    found = wrappers(model)
+    if not found:
+        raise ValueError(
+            "The model has no pruned layers. Expected a model returned by "
+            f"`tf_reweight.apply`. Received: model={getattr(model, 'name', model)!r}"
+        )
+    return found
+
+
+def _entries(layers: list[PruningWrapper]) -> list[tuple[PruningWrapper, PrunedKernel]]:
+    return [(w, pk) for w in layers for pk in w.pruned_kernels]
+
+
+def allocate(model: keras.Model) -> list[tuple[PruningWrapper, PrunedKernel, int]]:
+    """Keep counts for every pruned kernel at the current sparsity targets.
+
+    Wrappers in the ``"global"`` scope are ranked together at their shared
+    current target; the others meet their own.
+
+    Returns:
+        ``(wrapper, kernel, keep)`` triples.
+    """
+    entries = _entries(require_wrappers(model))
+    keep = [0] * len(entries)
+    global_ids = [i for i, (w, _) in enumerate(entries) if w.scope == "global"]
+    local_ids = [i for i, (w, _) in enumerate(entries) if w.scope != "global"]
+    if global_ids:
+        target = float(keras.ops.convert_to_numpy(entries[global_ids[0]][0].sparsity))
+        counts = budget.allocate(
+            [entries[i][0].structure for i in global_ids],
+            [entries[i][1].canonical() for i in global_ids],
+            target,
+        )
+        for i, k in zip(global_ids, counts, strict=True):
+            keep[i] = k
+    for i in local_ids:
+        w, pk = entries[i]
+        keep[i] = w.structure.keep_for(
+            pk.layout.canonical, float(keras.ops.convert_to_numpy(w.sparsity))
+        )
+    return [(w, pk, k) for (w, pk), k in zip(entries, keep, strict=True)]
+
+
+def set_sparsity(model: keras.Model, fraction: float) -> None:
+    """Sets every wrapper's current target to ``fraction`` of its final one.
+
+    Schedules use this: ``fraction = schedule(step) / schedule.final``.
+    """
+    for w in require_wrappers(model):
+        w.sparsity.assign(np.float32(w.target * fraction))
+
+
+def refresh_penalties(model: keras.Model) -> None:
+    """Refreshes the penalties' state (reweighting factors) from the weights.
+
+    The groups the current target keeps are passed to the penalty, which in
+    bounded mode exempts them. Wrappers that are already hard-pruned are
+    left alone.
+    """
+    for w, pk, keep in allocate(model):
+        if pk.penalty is not None and not w.is_pruned:
+            pk.penalty.refresh(pk.canonical(), w.kept_groups(pk, keep))
+
+
+def hard_prune(model: keras.Model, final: bool = True) -> None:
+    """Projects every pruned kernel onto its current target and masks it.
+
+    Args:
+        model: A model with `PruningWrapper` layers.
+        final: Mark the wrappers as pruned and switch their penalties off, so
+            that training continues as masked retraining. Intermediate
+            pruning steps of a schedule pass ``False``.
+    """
+    for w, pk, keep in allocate(model):
+        pk.assign_mask(w.structure.project(pk.canonical(), keep))
+    if final:
+        for w in require_wrappers(model):
+            w.pruned.assign(np.float32(1.0))
+            for pk in w.pruned_kernels:
+                if pk.penalty is not None:
+                    pk.penalty.deactivate()

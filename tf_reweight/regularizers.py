@@ -1,0 +1,167 @@
+"""Sparsity penalties: `keras.regularizers.Regularizer` subclasses with state.
+
+A penalty is configured by the user (its `get_config` holds only
+hyperparameters) and *bound* to one kernel by `tf_reweight.PruningWrapper`,
+which creates its state (the reweighting factors ``alpha``) as non-trainable
+weights of the wrapper. State therefore travels with `.keras` files and
+resumed training, while configs stay small.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from tf_reweight.layouts import KernelLayout
+from tf_reweight.structures import Structure
+
+
+class KernelPenalty(keras.regularizers.Regularizer):
+    """Base class of penalties bound to one kernel and its structure.
+
+    Subclasses implement `penalty(w4)` on the canonical kernel and, if they
+    keep state, `build`, `refresh` and `deactivate`.
+    """
+
+    layout: KernelLayout | None = None
+    structure: Structure | None = None
+
+    def build(
+        self, layer: keras.layers.Layer, layout: KernelLayout, structure: Structure
+    ) -> None:
+        """Binds the penalty to a kernel; creates state on ``layer``.
+
+        Args:
+            layer: The layer that owns (and saves) the penalty's state.
+            layout: The kernel's layout.
+            structure: The sparsity structure whose groups are penalized.
+        """
+        self.layout, self.structure = layout, structure
+
+    def __call__(self, x):
+        if self.layout is None:
+            raise ValueError(
+                f"{type(self).__name__} is bound to a kernel by "
+                "`tf_reweight.apply`, which knows the kernel's layout and "
+                "structure. Expected a penalty attached through `apply`. "
+                f"Received: an unbound penalty called on shape {tuple(x.shape)}"
+            )
+        return self.penalty(self.layout.to_canonical(x))
+
+    def penalty(self, w4):
+        """The penalty value for a canonical kernel."""
+        raise NotImplementedError
+
+    def refresh(self, w4: np.ndarray, kept: np.ndarray) -> None:
+        """Updates state from the current kernel.
+
+        Args:
+            w4: The canonical kernel as a NumPy array.
+            kept: Boolean per penalty group: the groups the current target
+                keeps (the top groups by norm).
+        """
+        del w4, kept
+
+    def deactivate(self) -> None:
+        """Turns the penalty off (after the final hard prune)."""
+
+
+def _check_nonnegative(name: str, value: float) -> float:
+    if not float(value) >= 0.0:
+        raise ValueError(
+            f"`{name}` must be a non-negative number. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+@keras.saving.register_keras_serializable(package="tf_reweight")
+class ReweightedGroupPenalty(KernelPenalty):
+    """Reweighted group regularization.
+
+    ``lambda * sum_g alpha_g * ||W_g||_2`` where ``alpha_g = 1 / (||W_g|| + eps)``
+    is refreshed during training (by `tf_reweight.callbacks.Reweight`), so
+    groups that are small get pushed to zero ever harder while large groups
+    are left alone. In *bounded* mode the groups the sparsity target keeps
+    (the top ``1 - sparsity`` by norm) get ``alpha = 0``: only the groups due
+    to be pruned are pressed. With ``squared=True`` the penalty is
+    ``lambda * sum_g alpha_g * ||W_g||^2`` with ``alpha_g = 1/(||W_g||^2 + eps)``.
+
+    Args:
+        penalty: The single knob, ``lambda`` (>= 0).
+        eps: Keeps ``alpha`` finite for zero groups (> 0).
+        squared: Use squared group norms.
+        bounded: Zero ``alpha`` on the groups the target keeps.
+
+    Example:
+    >>> model = tf_reweight.apply(model, structure="filter", target=0.9,
+    ...                           method=ReweightedGroupPenalty(1e-4))
+
+    References:
+        Fan, Zhang, Ma et al., "A Unified DNN Weight Compression Framework
+        Using Reweighted Optimization Methods", Intelligent Systems with
+        Applications 27 (2025); Zhang et al., DAC 2021 (arXiv 2004.05531).
+    """
+
+    def __init__(
+        self,
+        penalty: float = 1e-4,
+        eps: float = 1e-3,
+        squared: bool = False,
+        bounded: bool = True,
+    ):
+        self.lam = _check_nonnegative("penalty", penalty)
+        if not float(eps) > 0.0:
+            raise ValueError(f"`eps` must be positive. Received: eps={eps!r}")
+        self.eps = float(eps)
+        self.squared = bool(squared)
+        self.bounded = bool(bounded)
+        self.alpha = None
+
+    def build(self, layer, layout, structure):
+        super().build(layer, layout, structure)
+        self.alpha = layer.add_weight(
+            name=f"{layout.attr}_alpha",
+            shape=(structure.num_groups(layout.canonical),),
+            initializer="ones",
+            trainable=False,
+        )
+
+    def _norms(self, w4):
+        sq = keras.ops.sum(keras.ops.square(self.structure.groups(w4)), axis=1)
+        return sq if self.squared else keras.ops.sqrt(sq + 1e-12)
+
+    def penalty(self, w4):
+        return self.lam * keras.ops.sum(
+            keras.ops.cast(self.alpha, w4.dtype) * self._norms(w4)
+        )
+
+    def refresh(self, w4, kept):
+        norms = keras.ops.convert_to_numpy(self._norms(np.asarray(w4, np.float32)))
+        alpha = 1.0 / (norms + self.eps)
+        if self.bounded:
+            alpha = np.where(kept, 0.0, alpha)
+        self.alpha.assign(alpha.astype(np.float32))
+
+    def deactivate(self):
+        self.alpha.assign(np.zeros(self.alpha.shape, np.float32))
+
+    def get_config(self):
+        return {
+            "penalty": self.lam,
+            "eps": self.eps,
+            "squared": self.squared,
+            "bounded": self.bounded,
+        }
+
+
+def get(identifier) -> KernelPenalty | None:
+    """Returns a penalty from an instance, a config dict or None."""
+    if identifier is None or isinstance(identifier, KernelPenalty):
+        return identifier
+    penalty = keras.saving.deserialize_keras_object(identifier)
+    if not isinstance(penalty, KernelPenalty):
+        raise ValueError(
+            "Expected a tf_reweight penalty (a KernelPenalty). Received: "
+            f"method={identifier!r}"
+        )
+    return penalty
