@@ -25,12 +25,16 @@ from dataclasses import dataclass
 
 import keras
 
-_KERNEL_ATTRS: tuple[tuple[type, tuple[str, ...]], ...] = (
-    (keras.layers.SeparableConv2D, ("depthwise_kernel", "pointwise_kernel")),
-    (keras.layers.DepthwiseConv2D, ("depthwise_kernel",)),
-    (keras.layers.Conv1D, ("kernel",)),
-    (keras.layers.Conv2D, ("kernel",)),
-    (keras.layers.Dense, ("kernel",)),
+# (layer class, ((kernel attribute, is depthwise), ...)); subclasses first.
+_KERNEL_ATTRS: tuple[tuple[type, tuple[tuple[str, bool], ...]], ...] = (
+    (
+        keras.layers.SeparableConv2D,
+        (("depthwise_kernel", True), ("pointwise_kernel", False)),
+    ),
+    (keras.layers.DepthwiseConv2D, (("kernel", True),)),
+    (keras.layers.Conv1D, (("kernel", False),)),
+    (keras.layers.Conv2D, (("kernel", False),)),
+    (keras.layers.Dense, (("kernel", False),)),
 )
 
 SUPPORTED_LAYERS = tuple(cls.__name__ for cls, _ in _KERNEL_ATTRS)
@@ -44,11 +48,14 @@ class KernelLayout:
         attr: The layer attribute holding the kernel variable.
         shape: The stored kernel shape.
         canonical: The canonical ``(kh, kw, cin, cout)`` shape.
+        depthwise: Whether the kernel is depthwise (one input channel per
+            filter).
     """
 
     attr: str
     shape: tuple[int, ...]
     canonical: tuple[int, int, int, int]
+    depthwise: bool = False
 
     @property
     def size(self) -> int:
@@ -65,8 +72,10 @@ class KernelLayout:
         return keras.ops.reshape(kernel4, self.shape)
 
 
-def _canonical_shape(attr: str, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    if attr == "depthwise_kernel":
+def _canonical_shape(
+    depthwise: bool, shape: tuple[int, ...]
+) -> tuple[int, int, int, int]:
+    if depthwise:
         kh, kw, cin, mult = shape
         return (kh, kw, 1, cin * mult)
     if len(shape) == 2:
@@ -76,8 +85,7 @@ def _canonical_shape(attr: str, shape: tuple[int, ...]) -> tuple[int, int, int, 
     return tuple(shape)
 
 
-def kernel_attrs(layer: keras.layers.Layer) -> tuple[str, ...]:
-    """Names of the prunable kernel attributes of ``layer`` (empty if none)."""
+def _kernel_attrs(layer: keras.layers.Layer) -> tuple[tuple[str, bool], ...]:
     for cls, attrs in _KERNEL_ATTRS:
         if isinstance(layer, cls):
             return attrs
@@ -94,7 +102,9 @@ def kernel_layouts(layer: keras.layers.Layer) -> list[KernelLayout]:
         One `KernelLayout` per prunable kernel, empty for other layers.
     """
     layouts = []
-    for attr in kernel_attrs(layer):
+    for attr, depthwise in _kernel_attrs(layer):
         shape = tuple(int(d) for d in getattr(layer, attr).shape)
-        layouts.append(KernelLayout(attr, shape, _canonical_shape(attr, shape)))
+        layouts.append(
+            KernelLayout(attr, shape, _canonical_shape(depthwise, shape), depthwise)
+        )
     return layouts

@@ -296,7 +296,7 @@ class NM(Unstructured):
         self.n, self.m = int(n), int(m)
 
     def applies_to(self, layout):
-        return layout.attr != "depthwise_kernel"
+        return not layout.depthwise
 
     def check(self, layout):
         cin = layout.canonical[2]

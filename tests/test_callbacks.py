@@ -1,0 +1,117 @@
+import keras
+import numpy as np
+import pytest
+
+import tf_reweight as tfr
+
+RNG = np.random.default_rng(0)
+X = RNG.uniform(size=(64, 10)).astype("float32")
+Y = RNG.integers(0, 3, size=64)
+
+
+def _pruned(target=0.75, structure="unstructured"):
+    inputs = keras.Input((10,))
+    x = keras.layers.Dense(16, activation="relu", name="d1")(inputs)
+    outputs = keras.layers.Dense(3, name="d2")(x)
+    pruned = tfr.apply(keras.Model(inputs, outputs), structure, target, penalty=1e-3)
+    pruned.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return pruned
+
+
+def test_hard_prune_reaches_exact_sparsity_and_masks_hold_through_fit():
+    model = _pruned()
+    model.fit(
+        X,
+        Y,
+        epochs=4,
+        batch_size=16,
+        verbose=0,
+        callbacks=[tfr.Reweight(), tfr.HardPrune(2)],
+    )
+    rep = tfr.report(model)
+    assert rep.to_dict()["nonzeros"] == round(0.25 * (10 * 16 + 16 * 3))
+    for w in tfr.pruning.wrappers(model):
+        pk = w.pruned_kernels[0]
+        assert w.is_pruned and not pk.penalty.alpha.numpy().any()
+        np.testing.assert_array_equal(pk.variable.numpy() != 0, pk.mask.numpy() == 1)
+
+
+def test_callbacks_survive_reuse_across_fit_calls():
+    model = _pruned()
+    callbacks = [tfr.Reweight(every=2), tfr.HardPrune(1), tfr.SparsityMonitor()]
+    h1 = model.fit(X, Y, epochs=2, verbose=0, callbacks=callbacks)
+    masks = [w.pruned_kernels[0].mask.numpy() for w in tfr.pruning.wrappers(model)]
+    h2 = model.fit(X, Y, epochs=2, verbose=0, callbacks=callbacks)
+    assert h1.history["sparsity"][-1] == pytest.approx(0.75, abs=0.01)
+    assert h2.history["sparsity"] == pytest.approx([h1.history["sparsity"][-1]] * 2)
+    for w, m in zip(tfr.pruning.wrappers(model), masks, strict=True):
+        np.testing.assert_array_equal(w.pruned_kernels[0].mask.numpy(), m)
+    assert "sparsity_d1" in h2.history
+
+
+def test_scheduled_pruning_follows_polynomial_schedule(tmp_path):
+    model = _pruned(target=0.9)
+    schedule = tfr.PolynomialSparsity(0.9, begin_step=0, end_step=12)
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(tfr.report(self.model).sparsity)
+
+    model.fit(
+        X,
+        Y,
+        epochs=4,
+        batch_size=16,
+        verbose=0,
+        callbacks=[
+            tfr.ScheduledPruning(schedule, frequency=4),
+            Probe(),
+            tfr.SparsityMonitor(str(tmp_path / "tb")),
+        ],
+    )
+    assert seen == sorted(seen)  # monotone
+    assert seen[-1] == pytest.approx(0.9, abs=0.01)
+    assert all(w.is_pruned for w in tfr.pruning.wrappers(model))
+    assert list((tmp_path / "tb").iterdir())
+
+
+def test_progressive_schedule_stages():
+    model = _pruned(target=0.875)
+    schedule = tfr.ProgressiveSparsity((2, 4, 8), steps_per_stage=4)
+    model.fit(
+        X,
+        Y,
+        epochs=1,
+        batch_size=16,
+        verbose=0,
+        callbacks=[tfr.ScheduledPruning(schedule, frequency=4)],
+    )
+    assert tfr.report(model).sparsity == pytest.approx(0.75, abs=0.01)
+    model.fit(
+        X,
+        Y,
+        epochs=2,
+        batch_size=16,
+        verbose=0,
+        callbacks=[tfr.ScheduledPruning(schedule, frequency=4)],
+    )
+    assert tfr.report(model).sparsity == pytest.approx(0.875, abs=0.01)
+
+
+def test_callback_configs_and_validation():
+    for cb in [
+        tfr.Reweight(3, "step"),
+        tfr.HardPrune(2),
+        tfr.SparsityMonitor("x"),
+        tfr.ScheduledPruning(tfr.ProgressiveSparsity((2, 4), 5), 7),
+    ]:
+        assert type(cb).from_config(cb.get_config()).get_config() == cb.get_config()
+    with pytest.raises(ValueError, match="every"):
+        tfr.Reweight(every=0)
+    with pytest.raises(ValueError, match="unit"):
+        tfr.Reweight(unit="batch")
+    with pytest.raises(ValueError, match="epoch"):
+        tfr.HardPrune(-1)
+    with pytest.raises(ValueError, match="schedule"):
+        tfr.ScheduledPruning(0.5)

@@ -1,0 +1,70 @@
+import keras
+import numpy as np
+import pytest
+
+import tf_reweight as tfr
+from tf_reweight import structures
+
+
+def _wrapped(structure="filter", target=0.5, **penalty):
+    inputs = keras.Input((6, 6, 4))
+    outputs = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    model = keras.Model(inputs, outputs)
+    pruned = tfr.apply(model, structure, target, **penalty)
+    return pruned.get_layer("conv")
+
+
+def test_penalty_value_matches_numpy_formula():
+    layer = _wrapped(penalty=3e-3)
+    pk = layer.pruned_kernels[0]
+    alpha = np.random.default_rng(0).uniform(size=8).astype("float32")
+    pk.penalty.alpha.assign(alpha)
+    w = pk.canonical()
+    expected = 3e-3 * np.sum(alpha * np.sqrt((w**2).sum(axis=(0, 1, 2))))
+    assert float(pk.penalty(pk.variable)) == pytest.approx(expected, rel=1e-5)
+    assert float(sum(layer.losses)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_squared_penalty_and_refresh():
+    layer = _wrapped(penalty=1e-2, squared=True, bounded=False, eps=0.5)
+    pk = layer.pruned_kernels[0]
+    w = pk.canonical()
+    sq = (w**2).sum(axis=(0, 1, 2))
+    pk.penalty.refresh(w, np.zeros(8, bool))
+    np.testing.assert_allclose(pk.penalty.alpha.numpy(), 1 / (sq + 0.5), rtol=1e-5)
+    assert float(pk.penalty(pk.variable)) == pytest.approx(
+        1e-2 * np.sum(sq / (sq + 0.5)), rel=1e-5
+    )
+
+
+def test_alpha_update_is_inverse_norm_and_bounded_zeroes_kept_groups():
+    layer = _wrapped(eps=1e-3)
+    model = keras.Sequential([layer])
+    model.build((None, 6, 6, 4))
+    tfr.refresh_penalties(model)
+    pk = layer.pruned_kernels[0]
+    norms = np.sqrt((pk.canonical() ** 2).sum(axis=(0, 1, 2)))
+    top = np.argsort(-norms)[:4]
+    alpha = pk.penalty.alpha.numpy()
+    np.testing.assert_array_equal(alpha[top], 0.0)
+    rest = np.setdiff1d(np.arange(8), top)
+    np.testing.assert_allclose(alpha[rest], 1 / (norms[rest] + 1e-3), rtol=1e-5)
+
+
+def test_unbound_penalty_and_bad_arguments_raise():
+    with pytest.raises(ValueError, match="bound to a kernel"):
+        tfr.ReweightedGroupPenalty()(keras.ops.ones((3, 3)))
+    with pytest.raises(ValueError, match="non-negative"):
+        tfr.ReweightedGroupPenalty(penalty=-1.0)
+    with pytest.raises(ValueError, match="eps"):
+        tfr.ReweightedGroupPenalty(eps=0.0)
+
+
+def test_config_round_trip():
+    p = tfr.ReweightedGroupPenalty(2e-4, eps=0.1, squared=True, bounded=False)
+    again = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(p)
+    )
+    assert isinstance(again, tfr.ReweightedGroupPenalty)
+    assert again.get_config() == p.get_config()
+    assert structures.get("filter").get_config() == {}
