@@ -77,11 +77,13 @@ def allocate(
         global ranking. Every kernel keeps at least one unit.
     """
     shapes = [np.shape(k) for k in kernels]
+    targets = [sparsity] * len(shapes) if np.isscalar(sparsity) else list(sparsity)
+    keep = [
+        s.keep_for(shape, t)
+        for s, shape, t in zip(structures, shapes, targets, strict=True)
+    ]
     if not np.isscalar(sparsity):
-        return [
-            s.keep_for(shape, t) for s, shape, t in zip(structures, shapes, sparsity, strict=True)
-        ]
-    keep = [s.keep_for(shape, sparsity) for s, shape in zip(structures, shapes, strict=True)]
+        return keep
     pooled = [i for i, s in enumerate(structures) if s.fixed_sparsity is None]
     if len(pooled) < 2:
         return keep
