@@ -1,0 +1,169 @@
+"""Tests for tflite_export.convert: parity, quantization, kept zeros, input checks."""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from tflite_export import evaluate_tflite, export
+from tflite_export.cli import main
+
+L = keras.layers
+
+
+@pytest.fixture(scope="module")
+def mnist(data_dir):
+    """A small conv net trained for two epochs on 2000 MNIST digits."""
+    data = np.load(Path(data_dir, "mnist", "mnist.npz"))
+    x = (data["x_train"][:2000, ..., None] / 255.0).astype("float32")
+    x_test = (data["x_test"][:500, ..., None] / 255.0).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Conv2D(8, 3, strides=2, activation="relu"),
+            L.Conv2D(16, 3, strides=2, activation="relu"),
+            L.Flatten(),
+            L.Dense(10),
+        ]
+    )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile("adam", loss)
+    model.fit(x, data["y_train"][:2000], epochs=2, batch_size=64, verbose=0)
+    return model, x, x_test, data["y_test"][:500]
+
+
+def _run(path, x):
+    interpreter = Interpreter(model_path=str(path))
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def test_float_export_matches_keras(tmp_path, mnist):
+    model, _, x_test, _ = mnist
+    path = tmp_path / "float.tflite"
+    report = export(model, str(path), sparse=False, verify=False)
+
+    actual, expected = _run(path, x_test[:64]), model.predict(x_test[:64], verbose=0)
+    assert np.max(np.abs(actual - expected)) < 1e-4
+    np.testing.assert_array_equal(actual.argmax(1), expected.argmax(1))
+    assert report.file_bytes == path.stat().st_size
+    assert report.verification is None
+
+
+def test_int8_export_agrees_with_keras(tmp_path, mnist):
+    model, x, x_test, y_test = mnist
+    path = tmp_path / "int8.tflite"
+    report = export(
+        model,
+        str(path),
+        quantization="int8",
+        representative_data=x[:100],
+        sample=x_test[:200],
+    )
+
+    # Stated tolerance: >= 95% argmax agreement, accuracy within 2 points.
+    assert report.verification.argmax_agreement >= 0.95
+    keras_accuracy = np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test)
+    assert abs(evaluate_tflite(str(path), x_test, y_test) - keras_accuracy) <= 0.02
+    details = Interpreter(model_path=str(path)).get_input_details()[0]
+    assert details["dtype"] == np.float32
+
+
+def test_int8_weights_keep_the_zeros(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), L.Dense(32), L.Dense(4)])
+    kernel = model.layers[0].kernel.numpy()
+    kernel[np.random.default_rng(0).random(kernel.shape) < 0.9] = 0.0
+    model.layers[0].kernel.assign(kernel)
+    x = np.random.default_rng(1).normal(size=(32, 64)).astype("float32")
+    path = tmp_path / "int8.tflite"
+    export(
+        model,
+        str(path),
+        quantization="int8",
+        sparse=False,
+        representative_data=[x[i : i + 4] for i in range(0, len(x), 4)],
+        verify=False,
+    )
+
+    interpreter = Interpreter(
+        model_path=str(path),
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    # TFLite stores a Dense kernel transposed, as (units, inputs).
+    (weights,) = [
+        interpreter.get_tensor(t["index"])
+        for t in interpreter.get_tensor_details()
+        if t["dtype"] == np.int8 and tuple(t["shape"]) == (32, 64)
+    ]
+    assert np.count_nonzero(weights == 0) >= np.count_nonzero(kernel == 0)
+
+
+def _small_model():
+    return keras.Sequential([keras.Input((4,)), L.Dense(2)])
+
+
+def test_int8_without_representative_data_writes_nothing(tmp_path):
+    path = tmp_path / "m.tflite"
+    with pytest.raises(ValueError, match="representative_data"):
+        export(_small_model(), str(path), quantization="int8")
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "model, kwargs, message",
+    [
+        (keras.Sequential([L.Dense(2)]), {}, "built"),
+        (_small_model(), {"quantization": "int4"}, "quantization"),
+        (_small_model(), {"sample": np.zeros((2, 5))}, "sample"),
+    ],
+    ids=["unbuilt", "unknown-quantization", "bad-sample"],
+)
+def test_bad_input_raises_before_writing(tmp_path, model, kwargs, message):
+    path = tmp_path / "m.tflite"
+    with pytest.raises(ValueError, match=message):
+        export(model, str(path), **kwargs)
+    assert not path.exists()
+
+
+def test_export_with_shrink_reports_fewer_macs(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((8, 8, 2)), L.Conv2D(6, 3), L.ReLU(), L.Flatten(), L.Dense(3)]
+    )
+    weights = model.layers[0].get_weights()
+    weights[0][..., :3] = 0.0
+    model.layers[0].set_weights(weights)
+
+    report = export(model, str(tmp_path / "small.tflite"), shrink=True)
+
+    assert report.shrink.macs_after < report.shrink.macs_before
+    assert report.verification.max_abs_diff < 1e-4
+
+
+def test_cli_convert_int8(tmp_path, mnist):
+    model, x, _, _ = mnist
+    model.save(tmp_path / "model.keras")
+    np.save(tmp_path / "calibration.npy", x[:50])
+    code = main(
+        [
+            "convert",
+            str(tmp_path / "model.keras"),
+            str(tmp_path / "model.tflite"),
+            "--quantization",
+            "int8",
+            "--representative-npy",
+            str(tmp_path / "calibration.npy"),
+            "--min-agreement",
+            "0.9",
+        ]
+    )
+    assert code == 0
+    assert (tmp_path / "model.tflite").stat().st_size > 0

@@ -1,0 +1,207 @@
+"""Convert a (pruned) Keras 3 model to a `.tflite` file."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tflite_export.shrink import ShrinkReport, shrink_report
+from tflite_export.shrink import shrink as shrink_model
+from tflite_export.verify import (
+    VerifyReport,
+    random_sample,
+    validate_batch,
+    validate_model,
+)
+from tflite_export.verify import (
+    verify as verify_file,
+)
+
+QUANTIZATIONS = ("none", "dynamic", "int8", "float16")
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What `export` wrote.
+
+    Attributes:
+        path: The written `.tflite` file.
+        file_bytes: Its size in bytes.
+        quantization: One of `"none"`, `"dynamic"`, `"int8"`, `"float16"`.
+        sparse: Whether the sparse encoding of zero weights was requested.
+        shrink: Parameter and MAC counts before/after `shrink`, if it ran.
+        verification: The `VerifyReport` of the file, if verification ran.
+    """
+
+    path: str
+    file_bytes: int
+    quantization: str
+    sparse: bool
+    shrink: ShrinkReport | None = None
+    verification: VerifyReport | None = None
+
+    def to_dict(self) -> dict:
+        """Returns the report as a JSON-friendly dict."""
+        return {
+            "path": self.path,
+            "file_bytes": self.file_bytes,
+            "quantization": self.quantization,
+            "sparse": self.sparse,
+            "shrink": self.shrink and self.shrink.to_dict(),
+            "verification": self.verification and self.verification.to_dict(),
+        }
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.path}: {self.file_bytes} bytes, quantization={self.quantization}, "
+            f"sparse={self.sparse}"
+        ]
+        if self.shrink is not None:
+            lines.append(f"shrink: {self.shrink}")
+        if self.verification is not None:
+            lines.append(str(self.verification))
+        return "\n".join(lines)
+
+
+def _strip(model: keras.Model) -> keras.Model:
+    """Replaces tf_reweight pruning wrappers by plain layers, when available."""
+    try:
+        from tf_reweight import strip
+    except ImportError:
+        return model
+    return strip(model)
+
+
+def _representative_dataset(data):
+    """Wraps an input array (one sample per step) or an iterable of batches."""
+    if isinstance(data, np.ndarray):
+        batches = (data[i : i + 1] for i in range(len(data)))
+    else:
+        batches = iter(data)
+    for batch in batches:
+        yield [np.asarray(batch, np.float32)]
+
+
+def _converter(saved_model_dir: str, quantization: str, sparse: bool, data):
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    optimizations = [] if quantization == "none" else [tf.lite.Optimize.DEFAULT]
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization == "int8":
+        converter.representative_dataset = lambda: _representative_dataset(data)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter
+
+
+def _check_arguments(model, path, quantization, representative_data, sample) -> None:
+    validate_model(model)
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"Expected `quantization` to be one of {QUANTIZATIONS}. "
+            f"Received: quantization={quantization!r}"
+        )
+    if quantization == "int8" and representative_data is None:
+        raise ValueError(
+            "Full-integer quantization needs `representative_data` (an input "
+            "array or an iterable of input batches) to calibrate activation "
+            "ranges. Received: representative_data=None"
+        )
+    if isinstance(representative_data, np.ndarray):
+        validate_batch(representative_data, "representative_data", model)
+    if sample is not None:
+        validate_batch(sample, "sample", model)
+    if not Path(path).parent.is_dir():
+        raise ValueError(
+            "Expected `path` in an existing directory. "
+            f"Received: path={path} (no directory {Path(path).parent})"
+        )
+
+
+def export(
+    model: keras.Model,
+    path: str,
+    quantization: str = "none",
+    sparse: bool = True,
+    representative_data: np.ndarray | Iterable | None = None,
+    shrink: bool = False,
+    verify: bool = True,
+    sample: np.ndarray | None = None,
+) -> ExportReport:
+    """Converts a Keras model to a `.tflite` file and checks the result.
+
+    The model is first stripped of tf_reweight pruning wrappers (zeros kept),
+    optionally shrunk (zero filters removed, see `shrink`), exported as a
+    SavedModel and converted with `tf.lite.TFLiteConverter.from_saved_model`.
+
+    Quantization modes:
+
+    - `"none"`: float32 weights and activations.
+    - `"dynamic"`: int8 weights, float activations.
+    - `"float16"`: float16 weights, float32 compute.
+    - `"int8"`: int8 weights and activations with int8 builtin ops only,
+      calibrated on `representative_data`. Input and output stay float32
+      (quantize/dequantize ops are inside the model), so the file is fed the
+      same data as the Keras model.
+
+    Args:
+        model: A built Keras 3 model with one input and one output.
+        path: Where to write the `.tflite` file.
+        quantization: One of `"none"`, `"dynamic"`, `"int8"`, `"float16"`.
+        sparse: Store weight tensors with many zeros in the TFLite sparse
+            encoding (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`).
+        representative_data: Calibration inputs for `"int8"`: either an array
+            of samples (each sample is one calibration step; a few hundred is
+            plenty) or an iterable of input batches.
+        shrink: Remove removable zero filters first (see `shrink`).
+        verify: Run `verify` on the written file, against `model` itself.
+        sample: Inputs for verification. Defaults to the first 32 rows of an
+            array `representative_data`, else a random uniform [0, 1) batch.
+
+    Returns:
+        An `ExportReport`.
+
+    Example:
+
+    ```python
+    report = export(model, "model.tflite", quantization="int8",
+                    representative_data=x_train[:200], sample=x_test[:100])
+    print(report)
+    ```
+    """
+    _check_arguments(model, path, quantization, representative_data, sample)
+    converted = _strip(model)
+    shrink_summary = None
+    if shrink:
+        stripped, converted = converted, shrink_model(converted)
+        shrink_summary = shrink_report(stripped, converted)
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        converted.export(saved_model_dir, format="tf_saved_model", verbose=False)
+        converter = _converter(
+            saved_model_dir, quantization, sparse, representative_data
+        )
+        flatbuffer = converter.convert()
+    Path(path).write_bytes(flatbuffer)
+
+    report = ExportReport(
+        path=str(path),
+        file_bytes=len(flatbuffer),
+        quantization=quantization,
+        sparse=sparse,
+        shrink=shrink_summary,
+    )
+    if verify:
+        if sample is None and isinstance(representative_data, np.ndarray):
+            sample = representative_data[:32]
+        if sample is None:
+            sample = random_sample(model, 8)
+        report.verification = verify_file(str(path), model, sample)
+    return report
