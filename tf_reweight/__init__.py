@@ -9,12 +9,23 @@ Example:
 >>> plain = tfr.strip(pruned)
 """
 
-from tf_reweight import budget, callbacks, layouts, pruning, structures
+from tf_reweight import (
+    budget,
+    callbacks,
+    data,
+    layouts,
+    models,
+    pruning,
+    quantization,
+    recipes,
+    structures,
+)
 from tf_reweight.api import LayerSparsity, SparsityReport, apply, report, strip
 from tf_reweight.budget import parse_target
 from tf_reweight.callbacks import HardPrune, Reweight, ScheduledPruning, SparsityMonitor
 from tf_reweight.constraints import MaskConstraint
 from tf_reweight.pruning import hard_prune, refresh_penalties
+from tf_reweight.quantization import QuantizeConstraint, fake_quantize, quantize
 from tf_reweight.regularizers import KernelPenalty, ReweightedGroupPenalty
 from tf_reweight.schedules import PolynomialSparsity, ProgressiveSparsity
 from tf_reweight.structures import Structure
@@ -30,6 +41,7 @@ __all__ = [
     "PolynomialSparsity",
     "ProgressiveSparsity",
     "PruningWrapper",
+    "QuantizeConstraint",
     "Reweight",
     "ReweightedGroupPenalty",
     "ScheduledPruning",
@@ -39,10 +51,16 @@ __all__ = [
     "apply",
     "budget",
     "callbacks",
+    "data",
+    "fake_quantize",
     "hard_prune",
     "layouts",
+    "models",
     "parse_target",
     "pruning",
+    "quantization",
+    "quantize",
+    "recipes",
     "refresh_penalties",
     "report",
     "strip",

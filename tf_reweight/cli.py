@@ -17,6 +17,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+DEFAULT_TARGET = "60x"
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="lenet5", help="model name (tf_reweight.models)")
     p.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
@@ -30,6 +33,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--train-limit",
+        type=int,
+        default=None,
+        help="use only the first N training images",
+    )
     p.add_argument("--out", default="runs/compress", help="output directory")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
 
@@ -43,7 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="pretrain, reweight, prune, retrain, export")
     _add_common(c)
     c.add_argument("--structure", default="unstructured")
-    c.add_argument("--target", default="60x", help="sparsity (0.98) or rate ('60x')")
+    c.add_argument(
+        "--target",
+        default=None,
+        help=f"sparsity (0.98) or rate ('100x'); default {DEFAULT_TARGET}, none for N:M",
+    )
     c.add_argument("--penalty", type=float, default=1e-4, help="lambda")
     c.add_argument("--scope", default="global", choices=["global", "layer"])
     c.add_argument("--skip-first", action="store_true")
@@ -100,11 +113,18 @@ def compress(args) -> dict:
     import tf_reweight as tfr
     from tf_reweight import data, recipes, reporting
 
+    structure = tfr.structures.get(args.structure)  # fail fast, before any training
+    if args.target is None and structure.fixed_sparsity is None:
+        args.target = DEFAULT_TARGET
+    if args.target is not None:
+        tfr.parse_target(args.target)
     keras.utils.set_random_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     train, test = data.load(args.dataset, args.data_dir)
+    if args.train_limit:
+        train = (train[0][: args.train_limit], train[1][: args.train_limit])
     dense = _dense_model(args, train)
     dense_accuracy = float(dense.evaluate(*test, verbose=0)[1])
     print(f"Dense test accuracy: {dense_accuracy:.4f}")
