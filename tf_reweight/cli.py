@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--target",
         default=None,
-        help=f"sparsity (0.98) or rate ('100x'); default {DEFAULT_TARGET}, none for N:M",
+        help=f"sparsity (0.98) or rate ('100x'); default {DEFAULT_TARGET} (N:M: none)",
     )
     c.add_argument("--penalty", type=float, default=1e-4, help="lambda")
     c.add_argument("--scope", default="global", choices=["global", "layer"])
