@@ -1,0 +1,93 @@
+"""Tests for `tf_reweight.robustness.evaluate_robustness` on real MNIST."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tf_reweight.robustness import evaluate_robustness
+
+
+@pytest.fixture(scope="module")
+def mnist(data_dir):
+    with np.load(os.path.join(data_dir, "mnist", "mnist.npz")) as d:
+        x = d["x_train"][:2000].reshape(-1, 784).astype("float32") / 255.0
+        xt = d["x_test"][:300].reshape(-1, 784).astype("float32") / 255.0
+        return x, d["y_train"][:2000].astype("int64"), xt, d["y_test"][:300]
+
+
+@pytest.fixture(scope="module")
+def mlp(mnist):
+    x, y, _, _ = mnist
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((784,)), keras.layers.Dense(32, "relu"), keras.layers.Dense(10)]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    return model
+
+
+def test_accuracies_are_ordered_and_clean_matches_numpy(mlp, mnist):
+    _, _, x, y = mnist
+    result = evaluate_robustness(mlp, x, y, eps=0.05, batch_size=128, verbose=0)
+    assert set(result) == {"clean", "fgsm", "pgd"}
+    clean = np.mean(np.argmax(mlp.predict(x, verbose=0), -1) == y)
+    assert result["clean"] == pytest.approx(clean, abs=1e-9)
+    assert result["clean"] - 0.2 > result["fgsm"] >= result["pgd"] - 0.02
+    assert result["pgd"] < result["clean"]
+
+
+def test_batching_does_not_change_deterministic_accuracies(mlp, mnist):
+    _, _, x, y = mnist
+    one = evaluate_robustness(mlp, x, y, 0.05, ("clean", "fgsm"), verbose=0)
+    many = evaluate_robustness(
+        mlp, x, y, 0.05, ("fgsm", "clean"), batch_size=64, verbose=0
+    )
+    assert one == many
+
+
+def test_restarts_never_increase_accuracy(mlp, mnist):
+    _, _, x, y = mnist
+    results = []
+    for restarts in (1, 3):
+        keras.utils.set_random_seed(1)  # Same first restart in both runs.
+        results.append(
+            evaluate_robustness(
+                mlp, x, y, 0.05, ("pgd",), pgd_steps=3, restarts=restarts, verbose=0
+            )["pgd"]
+        )
+    assert results[1] <= results[0]
+
+
+def test_zero_eps_gives_clean_accuracy(mlp, mnist):
+    _, _, x, y = mnist
+    result = evaluate_robustness(mlp, x, y, eps=0.0, restarts=2, verbose=0)
+    assert result["pgd"] == result["fgsm"] == result["clean"]
+
+
+def test_progress_bar_is_shown(mlp, mnist, capsys):
+    _, _, x, y = mnist
+    evaluate_robustness(mlp, x[:20], y[:20], 0.05, ("clean",), batch_size=10)
+    assert "2/2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(attacks=("clean", "cw")), "attacks"),
+        (dict(attacks=("pgd", "pgd")), "attacks"),
+        (dict(restarts=0), "restarts"),
+        (dict(pgd_steps=0), "steps"),
+        (dict(eps=-1.0), "eps"),
+        (dict(step_size=0.5), "step_size"),
+        (dict(x=np.full((4, 784), 255.0, "float32")), "clip"),
+        (dict(y=np.zeros(5, "int64")), "one entry per example"),
+    ],
+)
+def test_rejects_bad_input(mlp, kwargs, match):
+    args = dict(x=np.zeros((4, 784), "float32"), y=np.zeros(4, "int64"), eps=0.1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        evaluate_robustness(mlp, verbose=0, **args)
