@@ -78,11 +78,15 @@ def _dense_model(args, train):
         return recipes.compile_classifier(model, args.lr)
     model = models.get(args.model, input_shape=train[0].shape[1:], num_classes=10)
     recipes.compile_classifier(model, args.lr)
-    print(f"Pretraining {args.model} for {args.pretrain_epochs} epochs")
+    print(
+        f"Pretraining {args.model} for {args.pretrain_epochs} epochs (cosine learning rate)"
+    )
+    schedule = recipes.two_phase_lr(0, args.pretrain_epochs, args.lr)
     model.fit(
         *train,
         batch_size=args.batch_size,
         epochs=args.pretrain_epochs,
+        callbacks=[keras.callbacks.LearningRateScheduler(schedule)],
         verbose=args.verbose,
     )
     return model
