@@ -79,7 +79,7 @@ def _dense_model(args, train):
     model = models.get(args.model, input_shape=train[0].shape[1:], num_classes=10)
     recipes.compile_classifier(model, args.lr)
     print(
-        f"Pretraining {args.model} for {args.pretrain_epochs} epochs (cosine learning rate)"
+        f"Pretraining {args.model}: {args.pretrain_epochs} epochs, cosine learning rate"
     )
     schedule = recipes.two_phase_lr(0, args.pretrain_epochs, args.lr)
     model.fit(
