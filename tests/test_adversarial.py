@@ -1,7 +1,5 @@
 """Tests for `tf_reweight.adversarial.AdversarialModel` on real MNIST."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -11,14 +9,6 @@ from tf_reweight.adversarial import AdversarialModel
 from tf_reweight.constraints import MaskConstraint
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-@pytest.fixture(scope="module")
-def mnist(data_dir):
-    with np.load(os.path.join(data_dir, "mnist", "mnist.npz")) as d:
-        x = d["x_train"][:2000].reshape(-1, 784).astype("float32") / 255.0
-        xt = d["x_test"][:500].reshape(-1, 784).astype("float32") / 255.0
-        return x, d["y_train"][:2000].astype("int64"), xt, d["y_test"][:500]
 
 
 def _mlp(**dense_kwargs):

@@ -1,32 +1,10 @@
 """Tests for `tf_reweight.attacks` on a small MLP trained on real MNIST."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
 
 from tf_reweight import attacks
-
-
-@pytest.fixture(scope="module")
-def mnist(data_dir):
-    with np.load(os.path.join(data_dir, "mnist", "mnist.npz")) as d:
-        x = d["x_train"][:2000].reshape(-1, 784).astype("float32") / 255.0
-        xt = d["x_test"][:200].reshape(-1, 784).astype("float32") / 255.0
-        return x, d["y_train"][:2000].astype("int64"), xt, d["y_test"][:200]
-
-
-@pytest.fixture(scope="module")
-def mlp(mnist):
-    x, y, _, _ = mnist
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [keras.Input((784,)), keras.layers.Dense(32, "relu"), keras.layers.Dense(10)]
-    )
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=2, batch_size=64, verbose=0)
-    return model
 
 
 def _ce(model, x, y):
