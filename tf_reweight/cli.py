@@ -152,6 +152,7 @@ def compress(args) -> dict:
         scope=args.scope,
         skip_first=args.skip_first,
         skip_last=args.skip_last,
+        validation_data=test,  # monitored per epoch for the plot; never used to select
         verbose=args.verbose,
     )
     accuracy = float(result.model.evaluate(*test, verbose=0)[1])

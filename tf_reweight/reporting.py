@@ -36,12 +36,10 @@ def _plot_history(history: dict, marks: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    for key in ("accuracy", "val_accuracy"):
+    for key, label in (("accuracy", "train"), ("val_accuracy", "validation data")):
         if key in history:
             epochs = range(1, len(history[key]) + 1)
-            ax.plot(
-                epochs, history[key], marker=".", label=key.replace("val_", "held-out ")
-            )
+            ax.plot(epochs, history[key], marker=".", label=label)
     for label, epoch in marks.items():
         ax.axvline(epoch + 0.5, color="gray", ls="--", lw=0.8)
         ax.text(epoch + 0.6, ax.get_ylim()[0], label, fontsize=8, va="bottom")
