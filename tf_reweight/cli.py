@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-DEFAULT_TARGET = "60x"
+DEFAULT_TARGET = "50x"
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="local dataset copies (default: $TF_REWEIGHT_DATA_DIR or tfds)",
     )
     p.add_argument("--checkpoint", default=None, help="a trained dense .keras model")
-    p.add_argument("--pretrain-epochs", type=int, default=6)
+    p.add_argument("--pretrain-epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"sparsity (0.98) or rate ('100x'); default {DEFAULT_TARGET} (N:M: none)",
     )
-    c.add_argument("--penalty", type=float, default=1e-4, help="lambda")
+    c.add_argument("--penalty", type=float, default=1e-5, help="lambda")
     c.add_argument("--scope", default="global", choices=["global", "layer"])
     c.add_argument("--skip-first", action="store_true")
     c.add_argument("--skip-last", action="store_true")
