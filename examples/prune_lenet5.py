@@ -12,7 +12,7 @@ from tflite_export import export
 dense = tfr.recipes.compile_classifier(tfr.models.lenet5())
 dense.fit(x, y, batch_size=128, epochs=5, verbose=2)
 
-pruned = tfr.apply(dense, structure="unstructured", target="60x", penalty=1e-4)
+pruned = tfr.apply(dense, structure="unstructured", target="50x", penalty=1e-5)
 tfr.recipes.compile_classifier(pruned)
 pruned.fit(
     x,
