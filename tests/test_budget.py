@@ -50,3 +50,12 @@ def test_fixed_structures_stay_out_of_the_global_pool():
 def test_rate():
     assert budget.rate(100, 4) == 25
     assert budget.rate(100, 0) == float("inf")
+
+
+def test_global_structured_budget_is_scale_free_across_layers():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(3, 3, 8, 16))
+    kernels = [base, 50.0 * base]  # same filters, one layer at a much larger scale
+    f = structures.get("filter")
+    keep = budget.allocate([f, f], kernels, 0.75)
+    assert keep == [4, 4]

@@ -58,6 +58,13 @@ def rate(dense: int, nonzeros: int) -> float:
     return math.inf if nonzeros == 0 else dense / nonzeros
 
 
+def _ranking_scores(structure: Structure, kernel: np.ndarray) -> np.ndarray:
+    scores = structure.unit_scores(kernel)
+    if structure.layer_relative_scores:
+        scores = scores / (np.sqrt(np.mean(np.square(kernel))) + 1e-12)
+    return scores
+
+
 def allocate(
     structures: Sequence[Structure],
     kernels: Sequence[np.ndarray],
@@ -70,6 +77,11 @@ def allocate(
         kernels: The canonical ``(kh, kw, cin, cout)`` kernels.
         sparsity: One global sparsity for all kernels, ranked together, or
             one sparsity per kernel.
+
+    Global ranking compares single weights by magnitude (global magnitude
+    pruning) and structured units (filters, blocks, ...) by their RMS relative
+    to their own kernel's RMS, so that layers initialized or trained at larger
+    scales do not take the whole budget.
 
     Returns:
         The number of units each kernel keeps. Kernels whose structure fixes
@@ -87,7 +99,9 @@ def allocate(
     pooled = [i for i, s in enumerate(structures) if s.fixed_sparsity is None]
     if len(pooled) < 2:
         return keep
-    scores = np.concatenate([structures[i].unit_scores(kernels[i]) for i in pooled])
+    scores = np.concatenate(
+        [_ranking_scores(structures[i], kernels[i]) for i in pooled]
+    )
     owner = np.concatenate(
         [np.full(structures[i].num_units(shapes[i]), i) for i in pooled]
     )

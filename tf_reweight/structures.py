@@ -54,6 +54,10 @@ class Structure:
     """
 
     name = ""
+    # Global budgets rank units of different layers together. Structured units
+    # are ranked relative to their layer's RMS (layers are initialized and
+    # trained at different scales); single weights by plain magnitude.
+    layer_relative_scores = True
 
     def applies_to(self, layout: KernelLayout) -> bool:
         """Whether the structure has a meaning for this kernel."""
@@ -169,6 +173,7 @@ class Unstructured(_PermutedStructure):
     """Every weight is its own group (irregular, element-wise sparsity)."""
 
     name = "unstructured"
+    layer_relative_scores = False
 
 
 @keras.saving.register_keras_serializable(package="tf_reweight")
@@ -374,6 +379,7 @@ class Pattern(Unstructured):
     """
 
     name = "pattern"
+    layer_relative_scores = True
 
     def __init__(self, library=None, kernel_size=(3, 3)):
         library = _DEFAULT_PATTERNS_3X3 if library is None else library
