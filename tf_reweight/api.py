@@ -17,7 +17,8 @@ from tf_reweight.regularizers import KernelPenalty, ReweightedGroupPenalty
 from tf_reweight.wrapper import PruningWrapper
 
 
-def _check_model(model) -> None:
+def check_model(model) -> None:
+    """Raises `ValueError` unless ``model`` is a built Sequential or Functional."""
     if not isinstance(model, keras.Model):
         raise ValueError(f"Expected a keras.Model. Received: model={model!r}")
     if not model.built or not model.inputs:
@@ -163,7 +164,7 @@ def apply(
     >>> pruned.fit(x, y, epochs=6, callbacks=[tf_reweight.callbacks.Reweight(),
     ...                                       tf_reweight.callbacks.HardPrune(4)])
     """
-    _check_model(model)
+    check_model(model)
     if method is None:
         method = ReweightedGroupPenalty(
             penalty, eps=eps, squared=squared, bounded=bounded
@@ -212,7 +213,7 @@ def strip(model: keras.Model) -> keras.Model:
     Returns:
         A new Sequential or Functional model with the original layer types.
     """
-    _check_model(model)
+    check_model(model)
     pairs = []
 
     def clone(layer):
