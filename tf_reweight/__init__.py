@@ -16,6 +16,7 @@ from tf_reweight import (
     layouts,
     models,
     pruning,
+    qat,
     quantization,
     recipes,
     structures,
@@ -25,6 +26,7 @@ from tf_reweight.budget import parse_target
 from tf_reweight.callbacks import HardPrune, Reweight, ScheduledPruning, SparsityMonitor
 from tf_reweight.constraints import MaskConstraint
 from tf_reweight.pruning import hard_prune, refresh_penalties
+from tf_reweight.qat import QuantizeWrapper, quantize_model
 from tf_reweight.quantization import QuantizeConstraint, fake_quantize, quantize
 from tf_reweight.regularizers import KernelPenalty, ReweightedGroupPenalty
 from tf_reweight.schedules import PolynomialSparsity, ProgressiveSparsity
@@ -42,6 +44,7 @@ __all__ = [
     "ProgressiveSparsity",
     "PruningWrapper",
     "QuantizeConstraint",
+    "QuantizeWrapper",
     "Reweight",
     "ReweightedGroupPenalty",
     "ScheduledPruning",
@@ -58,8 +61,10 @@ __all__ = [
     "models",
     "parse_target",
     "pruning",
+    "qat",
     "quantization",
     "quantize",
+    "quantize_model",
     "recipes",
     "refresh_penalties",
     "report",

@@ -70,12 +70,10 @@ class ExportReport:
 
 
 def _strip(model: keras.Model) -> keras.Model:
-    """Replaces tf_reweight pruning wrappers by plain layers, when available."""
-    try:
-        from tf_reweight import strip
-    except ImportError:
-        return model
-    return strip(model)
+    """A plain copy: pruning wrappers removed, quantized kernels on their grid."""
+    from tf_reweight import qat, strip
+
+    return qat.finalize(model) if qat.quantized_layers(model) else strip(model)
 
 
 def _representative_dataset(data):
