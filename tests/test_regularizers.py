@@ -68,3 +68,54 @@ def test_config_round_trip():
     assert isinstance(again, tfr.ReweightedGroupPenalty)
     assert again.get_config() == p.get_config()
     assert structures.get("filter").get_config() == {}
+
+
+def _lasso_layer(structure, lam):
+    return _wrapped(structure, 0.5, method=tfr.regularizers.GroupLassoPenalty(lam))
+
+
+def test_group_norms_helper_matches_numpy():
+    w = np.random.default_rng(3).normal(size=(3, 3, 4, 8)).astype("float32")
+    filt = structures.get("filter")
+    norms = tfr.regularizers.group_norms(filt, w)
+    np.testing.assert_allclose(norms, np.sqrt((w**2).sum(axis=(0, 1, 2))), rtol=1e-6)
+    sq = tfr.regularizers.group_norms(structures.get("column"), w, squared=True)
+    np.testing.assert_allclose(sq, (w**2).sum(axis=3).reshape(-1), rtol=1e-6)
+
+
+def test_group_lasso_is_static_group_norm_sum_and_l1_when_unstructured():
+    layer = _lasso_layer("filter", 2e-3)
+    pk = layer.pruned_kernels[0]
+    w = pk.canonical()
+    expected = 2e-3 * np.sqrt((w**2).sum(axis=(0, 1, 2))).sum()
+    assert float(pk.penalty(pk.variable)) == pytest.approx(expected, rel=1e-5)
+    model = keras.Sequential([layer])
+    model.build((None, 6, 6, 4))
+    tfr.refresh_penalties(model)  # nothing to refresh: alpha stays 1
+    assert float(sum(layer.losses)) == pytest.approx(expected, rel=1e-5)
+    pk = _lasso_layer("unstructured", 1e-3).pruned_kernels[0]
+    l1 = 1e-3 * np.abs(pk.canonical()).sum()
+    assert float(pk.penalty(pk.variable)) == pytest.approx(l1, rel=1e-4)
+
+
+def test_group_lasso_switches_off_at_hard_prune_and_stays_off_after_load(tmp_path):
+    layer = _lasso_layer("filter", 1e-3)
+    model = keras.Sequential([keras.Input((6, 6, 4)), layer])
+    tfr.hard_prune(model)
+    assert float(sum(layer.losses)) == 0.0
+    model.save(tmp_path / "lasso.keras")
+    loaded = keras.saving.load_model(tmp_path / "lasso.keras").layers[0]
+    assert isinstance(
+        loaded.pruned_kernels[0].penalty, tfr.regularizers.GroupLassoPenalty
+    )
+    assert float(sum(loaded.losses)) == 0.0
+
+
+def test_group_lasso_config_and_bad_penalty():
+    p = tfr.regularizers.GroupLassoPenalty(3e-5)
+    config = keras.saving.serialize_keras_object(p)
+    again = tfr.regularizers.get(config)
+    assert isinstance(again, tfr.regularizers.GroupLassoPenalty)
+    assert again.get_config() == {"penalty": 3e-5}
+    with pytest.raises(ValueError, match="non-negative"):
+        tfr.regularizers.GroupLassoPenalty(-1e-5)

@@ -66,6 +66,27 @@ class KernelPenalty(keras.regularizers.Regularizer):
         """Turns the penalty off (after the final hard prune)."""
 
 
+def group_norms(structure: Structure, w4, squared: bool = False):
+    """The L2 norm (or squared norm) of every penalty group of a kernel.
+
+    Args:
+        structure: The structure whose `groups` define the groups.
+        w4: The canonical kernel (tensor or array).
+        squared: Return squared norms.
+
+    Returns:
+        A ``(G,)`` tensor. Plain norms are smoothed by ``1e-12`` under the
+        square root so that their gradient stays finite at zero.
+
+    Example:
+    >>> from tf_reweight import structures
+    >>> group_norms(structures.get("filter"), np.ones((3, 3, 2, 4))).shape
+    (4,)
+    """
+    sq = keras.ops.sum(keras.ops.square(structure.groups(w4)), axis=1)
+    return sq if squared else keras.ops.sqrt(sq + 1e-12)
+
+
 def _check_nonnegative(name: str, value: float) -> float:
     if not float(value) >= 0.0:
         raise ValueError(
@@ -127,8 +148,7 @@ class ReweightedGroupPenalty(KernelPenalty):
         )
 
     def _norms(self, w4):
-        sq = keras.ops.sum(keras.ops.square(self.structure.groups(w4)), axis=1)
-        return sq if self.squared else keras.ops.sqrt(sq + 1e-12)
+        return group_norms(self.structure, w4, self.squared)
 
     def penalty(self, w4):
         return self.lam * keras.ops.sum(
@@ -152,6 +172,55 @@ class ReweightedGroupPenalty(KernelPenalty):
             "squared": self.squared,
             "bounded": self.bounded,
         }
+
+
+@keras.saving.register_keras_serializable(package="tf_reweight")
+class GroupLassoPenalty(KernelPenalty):
+    """Static group lasso: ``lambda * sum_g ||W_g||_2``.
+
+    Every group has the fixed weight ``alpha = 1`` (no reweighting), so large
+    groups are shrunk as hard as small ones. With the ``"unstructured"``
+    structure this is the L1 penalty. It is the static baseline that
+    reweighting is compared with (``benchmarks/frontier.py``). Its only state
+    is an on/off scale (a scalar non-trainable weight of the wrapper) so that
+    `deactivate`, called by the final hard prune, switches it off in the
+    compiled training step and in saved models.
+
+    Args:
+        penalty: ``lambda`` (>= 0).
+
+    Example:
+    >>> model = tf_reweight.apply(model, structure="filter", target=0.9,
+    ...                           method=GroupLassoPenalty(1e-5))
+
+    References:
+        Yuan and Lin, "Model selection and estimation in regression with
+        grouped variables", JRSS B 68 (2006); Wen et al., "Learning
+        Structured Sparsity in Deep Neural Networks", NeurIPS 2016.
+    """
+
+    def __init__(self, penalty: float = 1e-4):
+        self.lam = _check_nonnegative("penalty", penalty)
+        self.scale = None
+
+    def build(self, layer, layout, structure):
+        super().build(layer, layout, structure)
+        self.scale = layer.add_weight(
+            name=f"{layout.attr}_lasso_scale",
+            shape=(),
+            initializer="ones",
+            trainable=False,
+        )
+
+    def penalty(self, w4):
+        scale = keras.ops.cast(self.scale, w4.dtype)
+        return self.lam * scale * keras.ops.sum(group_norms(self.structure, w4))
+
+    def deactivate(self):
+        self.scale.assign(np.float32(0.0))
+
+    def get_config(self):
+        return {"penalty": self.lam}
 
 
 def get(identifier) -> KernelPenalty | None:
