@@ -1,8 +1,10 @@
 """Training recipes shared by the CLI, the examples and the benchmarks.
 
 A recipe is the whole path a dense model takes to a pruned one: pretrain,
-then penalize while refreshing the reweighting factors, hard-prune to the
-exact target and retrain with the masks held.
+then penalize while refreshing the penalty's state (phase 1), hard-prune to
+the exact target and retrain with the masks held (phase 2). `prune` runs it
+for reweighting and for the baselines it is compared with (ADMM, static
+group lasso, one-shot magnitude pruning), on the same epoch budget.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import keras
 import numpy as np
 
 from tf_reweight import api
+from tf_reweight.admm import ADMMPenalty, ADMMUpdate
 from tf_reweight.callbacks import HardPrune, Reweight, SparsityMonitor
 from tf_reweight.pruning import hard_prune
+from tf_reweight.regularizers import GroupLassoPenalty
 
 
 def compile_classifier(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
@@ -56,65 +60,169 @@ class PruneResult:
         history: Keras history of the pruning `fit` (phases 1 and 2).
         seconds: Wall time of the pruning `fit`.
         epochs: Epochs run.
+        method: The pruning method (see `METHODS`).
+        penalty: Its penalty value (``lambda``, or ADMM's initial ``rho``).
     """
 
     model: keras.Model
     history: dict = field(default_factory=dict)
     seconds: float = 0.0
     epochs: int = 0
+    method: str = "reweighted"
+    penalty: float = 0.0
 
 
-def reweighted_prune(
+METHODS = ("reweighted", "admm", "group_lasso", "magnitude")
+
+#: Default penalty of each method: ``lambda`` of reweighting and group lasso,
+#: the initial ``rho`` of ADMM. ADMM and group lasso were tuned for LeNet-5 on
+#: MNIST at 200x with Adam 1e-3 and 4 + 4 epochs (``benchmarks/frontier.py``).
+DEFAULT_PENALTY = {
+    "reweighted": 1e-4,
+    "admm": 1e-3,
+    "group_lasso": 1e-3,
+    "magnitude": 0.0,
+}
+
+#: Default phase-1 callback options: ADMM does better with many short Z/U
+#: steps (every 100 steps) and a slowly growing ``rho`` than with one per epoch.
+DEFAULT_OPTIONS = {
+    "reweighted": {},
+    "admm": {"every": 100, "unit": "step", "rho_factor": 1.2, "rho_max": 1.0},
+    "group_lasso": {},
+    "magnitude": {},
+}
+
+# Options of `prune` that only the default reweighted penalty understands.
+_REWEIGHT_OPTIONS = ("eps", "squared", "bounded")
+
+
+def _setup(method, penalty, options, apply_kwargs):
+    """Validates a method and returns (apply kwargs, callbacks, prune epoch).
+
+    The prune epoch is None for "after phase 1" and 0 for one-shot pruning.
+    """
+    if method not in METHODS:
+        raise ValueError(
+            f"Unknown pruning method. Expected one of {list(METHODS)}. "
+            f"Received: method={method!r}"
+        )
+    if options and method in ("group_lasso", "magnitude"):
+        raise ValueError(
+            f"Method {method!r} has no phase-1 callback to configure. Expected "
+            f"method_options=None. Received: method_options={options}"
+        )
+    options = {**DEFAULT_OPTIONS[method], **(options or {})}
+    foreign = [k for k in _REWEIGHT_OPTIONS if k in apply_kwargs]
+    if method != "reweighted" and foreign:
+        raise ValueError(
+            f"{foreign} configure the reweighted penalty only. Expected no such "
+            f"option with method={method!r}. Received: {foreign}"
+        )
+    value = DEFAULT_PENALTY[method] if penalty is None else penalty
+    if method == "reweighted":
+        return {"penalty": value}, [Reweight(**options)], None
+    if method == "admm":
+        return {"method": ADMMPenalty(value)}, [ADMMUpdate(**options)], None
+    if method == "group_lasso":
+        return {"method": GroupLassoPenalty(value)}, [], None
+    if penalty:
+        raise ValueError(
+            "Magnitude pruning uses no penalty. Expected penalty=None or 0. "
+            f"Received: penalty={penalty!r}"
+        )
+    return {"method": GroupLassoPenalty(0.0)}, [], 0
+
+
+def _check_epochs(**epochs) -> None:
+    for name, value in epochs.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(
+                f"`{name}` must be an integer >= 0. Received: {name}={value!r}"
+            )
+
+
+def prune(
     model: keras.Model,
     train: tuple[np.ndarray, np.ndarray],
     *,
+    method: str = "reweighted",
     structure="unstructured",
     target="50x",
-    penalty: float = 1e-4,
-    reweight_epochs: int = 8,
+    penalty: float | None = None,
+    phase1_epochs: int = 8,
     retrain_epochs: int = 8,
     batch_size: int = 128,
     lr: float = 1e-3,
     validation_data=None,
     verbose: int = 1,
+    method_options: dict | None = None,
     **apply_kwargs,
 ) -> PruneResult:
-    """Reweighted pruning of a trained model, in one `fit` call.
+    """Prunes a trained model with one of `METHODS`, in one `fit` call.
 
-    Phase 1 (``reweight_epochs``): task loss plus the reweighted penalty,
-    ``alpha`` refreshed every epoch. Then a hard prune to the exact target.
-    Phase 2 (``retrain_epochs``): masked retraining, learning rate decayed
-    by a cosine.
+    Every method gets the same ``phase1_epochs + retrain_epochs`` budget:
+
+    - ``"reweighted"``: phase 1 trains with `ReweightedGroupPenalty`
+      (``penalty`` is ``lambda``), ``alpha`` refreshed every epoch by
+      `Reweight`; then the hard prune and masked retraining.
+    - ``"admm"``: phase 1 trains with `tf_reweight.admm.ADMMPenalty`
+      (``penalty`` is the initial ``rho``), Z/U steps every epoch by
+      `tf_reweight.admm.ADMMUpdate`; then the hard prune and retraining.
+    - ``"group_lasso"``: phase 1 trains with the static
+      `GroupLassoPenalty` (``lambda``); then the hard prune and retraining.
+    - ``"magnitude"``: one-shot hard prune of the dense weights at the start,
+      then masked retraining for the whole budget.
+
+    The learning rate is ``lr`` until the hard prune, then decays by a
+    cosine (`two_phase_lr`).
 
     Args:
         model: A trained dense Keras model (left unchanged).
         train: ``(x, y)`` training arrays.
+        method: One of `METHODS`.
         structure: Sparsity structure (see `tf_reweight.apply`).
         target: Sparsity or rate string.
-        penalty: ``lambda``.
-        reweight_epochs: Epochs of penalized training.
+        penalty: The method's penalty value (>= 0; ADMM: > 0); None for
+            `DEFAULT_PENALTY`.
+        phase1_epochs: Epochs of penalized training.
         retrain_epochs: Epochs of masked retraining.
         batch_size: Batch size.
         lr: Adam learning rate of phase 1 and start of phase 2.
         validation_data: Optional ``(x, y)`` to monitor per epoch.
         verbose: Keras verbosity.
-        **apply_kwargs: More `tf_reweight.apply` arguments.
+        method_options: Keyword arguments of the method's phase-1 callback
+            (`Reweight` or `ADMMUpdate`, for example ``{"rho_factor": 1.5}``),
+            merged over `DEFAULT_OPTIONS`.
+        **apply_kwargs: More `tf_reweight.apply` arguments (``eps``,
+            ``squared`` and ``bounded`` with ``"reweighted"`` only).
 
     Returns:
         A `PruneResult`.
 
     Example:
-    >>> result = reweighted_prune(dense, (x, y), target="50x", penalty=1e-4)
+    >>> result = prune(dense, (x, y), method="admm", target="50x", penalty=3e-3)
     >>> print(tf_reweight.report(result.model))
+
+    References:
+        Fan, Zhang, Ma et al., "A Unified DNN Weight Compression Framework
+        Using Reweighted Optimization Methods", Intelligent Systems with
+        Applications 27 (2025); Zhang et al., ECCV 2018 (ADMM pruning); Han
+        et al., "Learning both Weights and Connections for Efficient Neural
+        Networks", NeurIPS 2015 (magnitude pruning).
     """
-    pruned = api.apply(model, structure, target, penalty, **apply_kwargs)
+    _check_epochs(phase1_epochs=phase1_epochs, retrain_epochs=retrain_epochs)
+    setup, callbacks, prune_epoch = _setup(
+        method, penalty, method_options, apply_kwargs
+    )
+    pruned = api.apply(model, structure, target, **setup, **apply_kwargs)
     compile_classifier(pruned, lr)
-    epochs = reweight_epochs + retrain_epochs
-    callbacks = [
-        Reweight(every=1),
-        HardPrune(epoch=reweight_epochs),
+    epochs = phase1_epochs + retrain_epochs
+    prune_epoch = phase1_epochs if prune_epoch is None else prune_epoch
+    callbacks += [
+        HardPrune(epoch=prune_epoch),
         keras.callbacks.LearningRateScheduler(
-            two_phase_lr(reweight_epochs, retrain_epochs, lr)
+            two_phase_lr(prune_epoch, epochs - prune_epoch, lr)
         ),
         SparsityMonitor(),
     ]
@@ -127,6 +235,51 @@ def reweighted_prune(
         validation_data=validation_data,
         verbose=verbose,
     )
-    if retrain_epochs == 0:
+    if epochs == prune_epoch:
         hard_prune(pruned)
-    return PruneResult(pruned, history.history, time.perf_counter() - start, epochs)
+    value = DEFAULT_PENALTY[method] if penalty is None else float(penalty)
+    return PruneResult(
+        pruned,
+        history.history,
+        time.perf_counter() - start,
+        epochs,
+        method,
+        value,
+    )
+
+
+def reweighted_prune(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    *,
+    penalty: float = 1e-4,
+    reweight_epochs: int = 8,
+    retrain_epochs: int = 8,
+    **kwargs,
+) -> PruneResult:
+    """Reweighted pruning: `prune` with ``method="reweighted"``.
+
+    Args:
+        model: A trained dense Keras model (left unchanged).
+        train: ``(x, y)`` training arrays.
+        penalty: ``lambda``.
+        reweight_epochs: Epochs of penalized training (phase 1).
+        retrain_epochs: Epochs of masked retraining.
+        **kwargs: Other `prune` arguments (``structure``, ``target``,
+            ``batch_size``, ``lr``, ...) and `tf_reweight.apply` arguments.
+
+    Returns:
+        A `PruneResult`.
+
+    Example:
+    >>> result = reweighted_prune(dense, (x, y), target="50x", penalty=1e-4)
+    """
+    return prune(
+        model,
+        train,
+        method="reweighted",
+        penalty=penalty,
+        phase1_epochs=reweight_epochs,
+        retrain_epochs=retrain_epochs,
+        **kwargs,
+    )
