@@ -10,6 +10,7 @@ Example:
 """
 
 from tf_reweight import (
+    admm,
     budget,
     callbacks,
     data,
@@ -28,7 +29,12 @@ from tf_reweight.constraints import MaskConstraint
 from tf_reweight.pruning import hard_prune, refresh_penalties
 from tf_reweight.qat import QuantizeWrapper, quantize_model
 from tf_reweight.quantization import QuantizeConstraint, fake_quantize, quantize
-from tf_reweight.regularizers import KernelPenalty, ReweightedGroupPenalty
+from tf_reweight.admm import ADMMPenalty, ADMMUpdate
+from tf_reweight.regularizers import (
+    GroupLassoPenalty,
+    KernelPenalty,
+    ReweightedGroupPenalty,
+)
 from tf_reweight.schedules import PolynomialSparsity, ProgressiveSparsity
 from tf_reweight.structures import Structure
 from tf_reweight.wrapper import PruningWrapper
@@ -36,6 +42,9 @@ from tf_reweight.wrapper import PruningWrapper
 __version__ = "0.1.0"
 
 __all__ = [
+    "ADMMPenalty",
+    "ADMMUpdate",
+    "GroupLassoPenalty",
     "HardPrune",
     "KernelPenalty",
     "LayerSparsity",
@@ -51,6 +60,7 @@ __all__ = [
     "SparsityMonitor",
     "SparsityReport",
     "Structure",
+    "admm",
     "apply",
     "budget",
     "callbacks",
