@@ -22,6 +22,7 @@ from tf_reweight import (
     recipes,
     structures,
 )
+from tf_reweight.admm import ADMMPenalty, ADMMUpdate
 from tf_reweight.api import LayerSparsity, SparsityReport, apply, report, strip
 from tf_reweight.budget import parse_target
 from tf_reweight.callbacks import HardPrune, Reweight, ScheduledPruning, SparsityMonitor
@@ -29,7 +30,6 @@ from tf_reweight.constraints import MaskConstraint
 from tf_reweight.pruning import hard_prune, refresh_penalties
 from tf_reweight.qat import QuantizeWrapper, quantize_model
 from tf_reweight.quantization import QuantizeConstraint, fake_quantize, quantize
-from tf_reweight.admm import ADMMPenalty, ADMMUpdate
 from tf_reweight.regularizers import (
     GroupLassoPenalty,
     KernelPenalty,
