@@ -16,6 +16,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tf_reweight import cli_robust  # noqa: E402
 
 DEFAULT_TARGET = "50x"
 
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--reweight-epochs", type=int, default=6)
     c.add_argument("--retrain-epochs", type=int, default=6)
     c.add_argument("--no-export", action="store_true", help="skip the TFLite export")
+    cli_robust.add_parsers(sub)
     return parser
 
 
@@ -197,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "compress":
             compress(args)
+        else:
+            cli_robust.run(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"tf-reweight: error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,98 @@
+"""Smoke tests of the ``robust`` and ``mrs`` subcommands on a slice of MNIST."""
+
+import argparse
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tf_reweight import cli_robust, data
+from tf_reweight.sensitivity import SensitivityTable
+
+LENET5 = {"conv1": 500, "conv2": 25000, "fc1": 400000, "logits": 5000}
+TINY = ["--train-limit", "512", "--pretrain-epochs", "1", "--verbose", "0"]
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="tf-reweight")
+    cli_robust.add_parsers(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_robust_mrs_allocation_writes_reports_and_exact_budget(tmp_path, data_dir):
+    out = tmp_path / "robust"
+    argv = ["robust", "--data-dir", data_dir, "--out", str(out), *TINY]
+    argv += ["--adv-epochs", "1", "--attack", "fgsm", "--allocation", "mrs"]
+    argv += ["--target", "4x", "--reweight-epochs", "1", "--retrain-epochs", "1"]
+    argv += ["--eval-limit", "64", "--eval-steps", "5", "--probe-size", "64"]
+    record = cli_robust.run(_parse(argv))
+
+    total = sum(LENET5.values())
+    assert record["nonzeros"] == round(total / 4) and record["weights"] == total
+    assert set(record["ratios"]) == set(LENET5)
+    assert sum(r * LENET5[n] for n, r in record["ratios"].items()) == pytest.approx(
+        total - round(total / 4)
+    )
+    assert record["eps"] == 0.3 and record["attack"] == "pgd-5"
+    assert record["train_attack"] == "fgsm-rs" and record["eval_samples"] == 64
+    assert 0.0 <= record["robust_accuracy"] <= 1.0
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["robust_accuracy"] == record["robust_accuracy"]
+    for name in ("report.md", "sparsity.png", "accuracy.png", "dense.keras"):
+        assert (out / name).exists(), name
+    # The stripped model reproduces the reported clean accuracy (NumPy argmax).
+    (_, _), (x_test, y_test) = data.load("mnist", data_dir)
+    plain = keras.saving.load_model(out / "model.keras")
+    logits = plain.predict(x_test, batch_size=1000, verbose=0)
+    assert np.mean(np.argmax(logits, -1) == y_test) == pytest.approx(record["accuracy"])
+    assert (
+        sum(np.count_nonzero(plain.get_layer(n).kernel) for n in LENET5)
+        == (record["nonzeros"])
+    )
+
+
+def test_mrs_writes_table_plot_and_ratios(tmp_path, data_dir):
+    out = tmp_path / "mrs"
+    argv = ["mrs", "--data-dir", data_dir, "--out", str(out), *TINY]
+    argv += ["--adv-epochs", "0", "--eps", "8/255", "--target", "0.9"]
+    argv += ["--probe-size", "64", "--max-ratio", "0.97"]
+    record = cli_robust.run(_parse(argv))
+
+    table = SensitivityTable.from_json(str(out / "mrs.json"))
+    ratios = json.loads((out / "ratios.json").read_text())
+    assert table.sizes == LENET5 and record["ratios"] == ratios
+    assert record["eps"] == pytest.approx(8 / 255)
+    total = sum(LENET5.values())
+    pruned = sum(round(r * LENET5[n]) for n, r in ratios.items())
+    assert pruned == total - round(0.1 * total)
+    assert max(ratios.values()) <= 0.97
+    ranking = table.ranking()  # most sensitive first: pruned least (up to rounding)
+    assert ratios[ranking[0]] <= ratios[ranking[-1]] + 1e-3
+    assert (out / "mrs.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--target", "0.5x"], "rate"),
+        (["--max-ratio", "1.0"], "max-ratio"),
+        (["--method", "obd"], "method"),
+        (["--eps", "-1"], "eps"),
+        (["--structure", "rows"], "rows"),
+        (["--eval-limit", "0"], "eval-limit"),
+    ],
+)
+def test_bad_options_fail_before_loading_data(tmp_path, extra, match):
+    argv = ["robust", "--data-dir", str(tmp_path / "none"), *extra]
+    with pytest.raises(ValueError, match=match):
+        cli_robust.run(_parse(argv))
+
+
+def test_fractions_parse_and_dataset_defaults_apply():
+    args = _parse(["robust", "--dataset", "cifar10", "--step-size", "2/255"])
+    assert args.step_size == pytest.approx(2 / 255) and args.eps is None
+    cli_robust._resolve(args)
+    assert args.eps == pytest.approx(8 / 255) and args.eval_steps == 10
+    with pytest.raises(SystemExit):
+        _parse(["robust", "--eps", "eight"])

@@ -1,0 +1,444 @@
+"""The ``tf-reweight robust`` and ``tf-reweight mrs`` subcommands.
+
+``robust``: adversarial pretraining (after an optional clean warm start),
+pruning with every epoch trained adversarially (`tf_reweight.mrpf`),
+robust evaluation (`tf_reweight.robustness.evaluate_robustness`), the
+``.keras`` models and a report (`tf_reweight.reporting.write_report`).
+The per-layer ratios are global (ranked across layers), uniform, or
+allocated by Module Robustness Sensitivity (``--allocation mrs``, MRPF).
+
+``mrs``: the Module Robustness Sensitivity table of a (robust) dense model as
+``mrs.json`` and ``mrs.png``, and the ratios it allocates for ``--target`` as
+``ratios.json``.
+
+`add_parsers` adds both to the ``tf-reweight`` subparsers and `run`
+executes a parsed command; nothing heavy is imported before `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from fractions import Fraction
+from pathlib import Path
+
+COMMANDS = ("robust", "mrs")
+ALLOCATIONS = ("global", "uniform", "mrs")
+
+#: Per dataset: L-inf radius, PGD evaluation steps and step size (Madry et al.
+#: for MNIST: PGD-40, step 0.01; CIFAR-10: PGD-10, step 2/255).
+DATASET_DEFAULTS = {
+    "mnist": {"eps": 0.3, "eval_steps": 40, "eval_step_size": 0.01},
+    "cifar10": {"eps": 8 / 255, "eval_steps": 10, "eval_step_size": 2 / 255},
+}
+
+
+def _number(text: str) -> float:
+    """A float given as ``0.03``, ``8/255`` or ``3e-2``."""
+    try:
+        return float(Fraction(text))
+    except (ValueError, ZeroDivisionError) as error:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from error
+
+
+def _target(text: str):
+    """A sparsity (``0.9375``) as a float, or a rate string (``16x``) as is."""
+    return text if text.strip().lower().endswith("x") else _number(text)
+
+
+def _add_shared(p: argparse.ArgumentParser, out: str) -> None:
+    from tf_reweight.cli import _add_common
+
+    _add_common(p)
+    p.set_defaults(out=out, pretrain_epochs=1)
+    p.add_argument(
+        "--adv-epochs",
+        type=int,
+        default=3,
+        help="adversarial pretraining epochs after the clean ones "
+        "(--pretrain-epochs); ignored with --checkpoint",
+    )
+    p.add_argument(
+        "--eps",
+        type=_number,
+        default=None,
+        help="L-inf radius, e.g. 0.3 or 8/255 (default: 0.3 MNIST, 8/255 CIFAR-10)",
+    )
+    p.add_argument("--attack", default="pgd", choices=["pgd", "fgsm"])
+    p.add_argument("--attack-steps", type=int, default=7, help="PGD training steps")
+    p.add_argument("--step-size", type=_number, default=None)
+    p.add_argument(
+        "--target", type=_target, default="16x", help="sparsity (0.9375) or rate"
+    )
+    p.add_argument(
+        "--max-ratio",
+        type=float,
+        default=None,
+        help="highest per-layer sparsity of the MRS allocation "
+        "(default: 1 - (1 - target) / 4)",
+    )
+    p.add_argument(
+        "--mode",
+        default="prune",
+        choices=["prune", "perturb"],
+        help="MRS probe: magnitude-prune half a layer, or perturb its weights",
+    )
+    p.add_argument("--probe-size", type=int, default=256, help="MRS probe images")
+
+
+def add_parsers(subparsers) -> None:
+    """Adds the ``robust`` and ``mrs`` subcommands.
+
+    Args:
+        subparsers: The object returned by `argparse.ArgumentParser.add_subparsers`
+            (with ``dest="command"``).
+
+    Example:
+    >>> parser = argparse.ArgumentParser(prog="tf-reweight")
+    >>> add_parsers(parser.add_subparsers(dest="command"))
+    >>> run(parser.parse_args(["mrs", "--target", "16x"]))
+    """
+    r = subparsers.add_parser(
+        "robust",
+        help="adversarial pretraining, robust pruning and retraining, PGD evaluation",
+    )
+    _add_shared(r, "runs/robust")
+    r.add_argument(
+        "--method", default="reweighted", help="reweighted, admm, group_lasso, ..."
+    )
+    r.add_argument("--allocation", default="global", choices=ALLOCATIONS)
+    r.add_argument("--structure", default="unstructured")
+    r.add_argument("--penalty", type=float, default=None, help="default per method")
+    r.add_argument("--reweight-epochs", type=int, default=2, help="penalized epochs")
+    r.add_argument("--retrain-epochs", type=int, default=2)
+    r.add_argument("--eval-steps", type=int, default=None, help="PGD steps")
+    r.add_argument("--eval-step-size", type=_number, default=None)
+    r.add_argument("--eval-restarts", type=int, default=1)
+    r.add_argument(
+        "--eval-limit",
+        type=int,
+        default=2000,
+        help="attack only the first N test images (clean accuracy uses all)",
+    )
+    m = subparsers.add_parser(
+        "mrs", help="Module Robustness Sensitivity table, plot and ratios"
+    )
+    _add_shared(m, "runs/mrs")
+    m.add_argument("--rho", type=float, default=0.05, help="relative perturbation")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Runs a parsed ``robust`` or ``mrs`` command.
+
+    Args:
+        args: Parsed arguments of a parser set up by `add_parsers`.
+
+    Returns:
+        The run's record (also written to the output directory).
+
+    Raises:
+        ValueError: For invalid options, before any data is loaded.
+    """
+    if args.command not in COMMANDS:
+        raise ValueError(
+            f"Unknown command. Expected one of {COMMANDS}. "
+            f"Received: command={args.command!r}"
+        )
+    _resolve(args)
+    return {"robust": robust, "mrs": mrs}[args.command](args)
+
+
+def _resolve(args) -> None:
+    """Fills dataset defaults and validates everything cheap to check."""
+    from tf_reweight import budget, recipes, structures
+    from tf_reweight.adversarial import AdversarialModel
+
+    defaults = DATASET_DEFAULTS[args.dataset]
+    for name, value in defaults.items():
+        if getattr(args, name, value) is None:
+            setattr(args, name, value)
+    sparsity = budget.parse_target(args.target)
+    if args.max_ratio is not None and not sparsity <= args.max_ratio < 1:
+        raise ValueError(
+            f"`--max-ratio` must lie in [target, 1). Received: {args.max_ratio}"
+        )
+    AdversarialModel(None, args.attack, args.eps, args.step_size, args.attack_steps)
+    counts = {"adv_epochs": 0, "pretrain_epochs": 0, "probe_size": 1}
+    if args.command == "robust":
+        counts.update(reweight_epochs=0, retrain_epochs=0, eval_limit=1)
+        structures.get(args.structure)
+        recipes._setup(args.method, args.penalty, None, {})
+    for name, low in counts.items():
+        if getattr(args, name) < low:
+            raise ValueError(
+                f"`--{name.replace('_', '-')}` must be at least {low}. "
+                f"Received: {getattr(args, name)}"
+            )
+
+
+def _data(args):
+    import keras
+
+    from tf_reweight import data
+
+    keras.utils.set_random_seed(args.seed)
+    train, test = data.load(args.dataset, args.data_dir)
+    if args.train_limit:
+        train = (train[0][: args.train_limit], train[1][: args.train_limit])
+    return train, test
+
+
+def _attack(args) -> dict:
+    return {
+        "attack": args.attack,
+        "eps": args.eps,
+        "steps": args.attack_steps,
+        "step_size": args.step_size,
+    }
+
+
+def robust_dense(args, train, out: Path):
+    """The robust dense model: ``--checkpoint``, or clean then adversarial training.
+
+    Args:
+        args: Parsed arguments (``--pretrain-epochs`` clean epochs, then
+            ``--adv-epochs`` adversarial ones with the training attack).
+        train: ``(x, y)`` training arrays.
+        out: Where ``dense.keras`` is written.
+
+    Returns:
+        The compiled dense model.
+    """
+    from tf_reweight.cli import _dense_model
+    from tf_reweight.mrpf import adversarial_pretrain
+
+    model = _dense_model(args, train)
+    if not args.checkpoint and args.adv_epochs:
+        print(f"Adversarial pretraining: {args.adv_epochs} epochs, {_attack(args)}")
+        adversarial_pretrain(
+            model,
+            train,
+            args.adv_epochs,
+            **_attack(args),
+            batch_size=args.batch_size,
+            lr=args.lr,
+            verbose=args.verbose,
+        )
+    model.save(out / "dense.keras")
+    return model
+
+
+def measure(
+    model,
+    test,
+    eps: float,
+    steps: int,
+    step_size: float | None = None,
+    restarts: int = 1,
+    limit: int | None = None,
+) -> dict:
+    """Clean accuracy on all of ``test`` and PGD accuracy on its first ``limit``.
+
+    Args:
+        model: A classifier returning logits.
+        test: ``(x, y)`` test arrays, inputs in [0, 1].
+        eps: L-inf radius of PGD.
+        steps: PGD steps.
+        step_size: PGD step size (None: ``min(eps, 2.5 * eps / steps)``).
+        restarts: PGD random restarts (worst case counts).
+        limit: Attack only the first ``limit`` test images (None: all).
+
+    Returns:
+        ``{"accuracy", "robust_accuracy", "eval_samples"}``.
+
+    Example:
+    >>> measure(model, test, eps=0.3, steps=40, step_size=0.01, limit=2000)
+    """
+    import numpy as np
+
+    from tf_reweight.robustness import evaluate_robustness
+
+    x, y = test
+    logits = model.predict(x, batch_size=512, verbose=0)
+    x_attack, y_attack = x[:limit], y[:limit]
+    robust = evaluate_robustness(
+        model,
+        x_attack,
+        y_attack,
+        eps,
+        attacks=("pgd",),
+        pgd_steps=steps,
+        step_size=step_size,
+        restarts=restarts,
+        verbose=0,
+    )
+    return {
+        "accuracy": float(np.mean(np.argmax(logits, -1) == y)),
+        "robust_accuracy": robust["pgd"],
+        "eval_samples": len(x_attack),
+    }
+
+
+def _measure(model, test, args) -> dict:
+    return measure(
+        model,
+        test,
+        args.eps,
+        args.eval_steps,
+        args.eval_step_size,
+        args.eval_restarts,
+        args.eval_limit,
+    )
+
+
+def prune(args, dense, train):
+    """Adversarial pruning of ``dense`` as ``args`` say.
+
+    Args:
+        args: Parsed ``robust`` arguments (``method``, ``allocation``,
+            ``target``, ``structure``, ``penalty``, epochs, attack, MRS
+            options, optionally ``method_options``).
+        dense: The robust dense model (left unchanged).
+        train: ``(x, y)`` training arrays; MRS probes its first
+            ``probe_size`` images.
+
+    Returns:
+        ``(result, ratios)``: a `recipes.PruneResult` or `mrpf.MRPFResult`,
+        and the per-layer ratios (None for the global allocation).
+    """
+    from tf_reweight import mrpf
+
+    options = {
+        "method": args.method,
+        "structure": args.structure,
+        "penalty": args.penalty,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "verbose": args.verbose,
+        "method_options": getattr(args, "method_options", None),
+    }
+    if args.allocation == "global":
+        result = mrpf.adversarial_prune(
+            dense,
+            train,
+            args.target,
+            phase1_epochs=args.reweight_epochs,
+            retrain_epochs=args.retrain_epochs,
+            **_attack(args),
+            **options,
+        )
+        return result, None
+    attack = _attack(args)
+    attack["attack_steps"] = attack.pop("steps")
+    result = mrpf.mrpf(
+        dense,
+        train,
+        train[0][: args.probe_size],
+        train[1][: args.probe_size],
+        args.target,
+        allocation=args.allocation,
+        mode=args.mode,
+        finetune_epochs=args.reweight_epochs + args.retrain_epochs,
+        phase1_epochs=args.reweight_epochs,
+        max_ratio=args.max_ratio,
+        **attack,
+        **options,
+    )
+    return result, result.ratios
+
+
+def robust(args) -> dict:
+    """``tf-reweight robust``: returns the record written to ``report.json``."""
+    import tf_reweight as tfr
+    from tf_reweight import reporting
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    train, test = _data(args)
+    dense = robust_dense(args, train, out)
+    dense_metrics = _measure(dense, test, args)
+    print(f"Dense: {dense_metrics}")
+    print(
+        f"Robust {args.method} pruning ({args.allocation} ratios): "
+        f"{args.structure} {args.target}, {args.reweight_epochs} penalized + "
+        f"{args.retrain_epochs} retraining epochs, all adversarial"
+    )
+    result, ratios = prune(args, dense, train)
+    metrics = _measure(result.model, test, args)
+    rep = tfr.report(result.model)
+    result.model.save(out / "pruned.keras")
+    tfr.strip(result.model).save(out / "model.keras")
+    print(rep)
+    totals = rep.to_dict()
+    record = {
+        "title": f"Robust {args.method} ({args.allocation}) {args.model} on "
+        f"{args.dataset}: {args.structure} {args.target}, eps {args.eps:.4g}",
+        "model": args.model,
+        "dataset": args.dataset,
+        "method": args.method,
+        "allocation": args.allocation,
+        "structure": args.structure,
+        "target": args.target,
+        "eps": args.eps,
+        "train_attack": f"{args.attack}-{args.attack_steps}"
+        if args.attack == "pgd"
+        else "fgsm-rs",
+        "attack": f"pgd-{args.eval_steps}",
+        "dense_accuracy": dense_metrics["accuracy"],
+        "dense_robust_accuracy": dense_metrics["robust_accuracy"],
+        **metrics,
+        "sparsity": rep.sparsity,
+        "rate": rep.rate,
+        "nonzeros": totals["nonzeros"],
+        "weights": totals["weights"],
+        "epochs": result.epochs,
+        "prune_seconds": round(result.seconds, 1),
+        "total_seconds": round(time.perf_counter() - start, 1),
+    }
+    if ratios is not None:
+        record["ratios"] = ratios
+    marks = {"hard prune": 0 if args.method == "magnitude" else args.reweight_epochs}
+    reporting.write_report(out, record, rep, result.history, marks)
+    print(
+        f"\nClean {metrics['accuracy']:.4f}, PGD {metrics['robust_accuracy']:.4f} "
+        f"(dense {dense_metrics['accuracy']:.4f} / "
+        f"{dense_metrics['robust_accuracy']:.4f}) at {rep.rate:.1f}x. "
+        f"Report: {out / 'report.md'}"
+    )
+    return record
+
+
+def mrs(args) -> dict:
+    """``tf-reweight mrs``: writes ``mrs.json``, ``mrs.png``, ``ratios.json``."""
+    from tf_reweight.mrpf import mrs_ratios
+    from tf_reweight.sensitivity import module_robustness_sensitivity
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train, _ = _data(args)
+    dense = robust_dense(args, train, out)
+    x, y = train[0][: args.probe_size], train[1][: args.probe_size]
+    table = module_robustness_sensitivity(
+        dense, x, y, args.eps, mode=args.mode, rho=args.rho
+    )
+    ratios = mrs_ratios(table, args.target, max_ratio=args.max_ratio)
+    table.to_json(str(out / "mrs.json"))
+    table.plot(str(out / "mrs.png"))
+    (out / "ratios.json").write_text(json.dumps(ratios, indent=2))
+    print(f"{'layer':<28}{'size':>10}{'MRS':>12}{'ratio':>10}")
+    for name in table.ranking():
+        print(
+            f"{name:<28}{table.sizes[name]:>10}{table.scores[name]:>12.4g}"
+            f"{ratios[name]:>10.4f}"
+        )
+    return {
+        "target": args.target,
+        "eps": args.eps,
+        "mode": table.mode,
+        "base_loss": table.base_loss,
+        "scores": table.scores,
+        "sizes": table.sizes,
+        "ratios": ratios,
+    }
