@@ -1,0 +1,339 @@
+"""Robust compression: accuracy and PGD accuracy of adversarially pruned models.
+
+Two suites, each starting every method from the same adversarially trained
+dense checkpoint (cached outside the repository under ``--cache-dir``,
+default ``~/.cache/tf_reweight/bench``) with the same epoch budget
+``--epochs P R`` (P penalized epochs, R masked retraining epochs, all of
+them adversarial; `tf_reweight.mrpf.adversarial_prune`):
+
+- ``mnist``: LeNet-5, eps 0.3, PGD-7 adversarial training (step
+  ``2.5 * eps / 7``), PGD-40 evaluation with step 0.01;
+- ``cifar10``: ResNet-20, eps 8/255, FGSM-RS adversarial training (Wong et
+  al., step ``1.25 * eps``), PGD-10 evaluation with step 2/255.
+
+Methods (`VARIANTS`; adding one is one entry): ``reweighted`` and ``admm``
+rank units globally across layers (one budget for the model);
+``mrs_reweighted`` allocates per-layer ratios by Module Robustness
+Sensitivity (MRPF, `tf_reweight.mrpf.mrpf`; worst-case relative weight
+perturbation probe), ``mrs_prune_reweighted`` by the magnitude-pruning probe
+of MRS, and ``uniform_reweighted`` gives every layer the same ratio, all at
+exactly the same number of kept weights. ``rate`` is dense / nonzero weights
+over all prunable kernels (biases and BatchNorm excluded).
+
+Clean ``accuracy`` uses the whole test set; ``robust_accuracy`` attacks its
+first ``eval_samples`` images (one random start). Records are appended to
+``benchmarks/results/robust.json`` (``robust_quick.json`` with ``--quick``);
+a record whose key is already there is skipped, so a run resumes.
+
+    python benchmarks/robust.py --suite mnist
+    python benchmarks/robust.py --suite cifar10 --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from frontier import _versions, append_record, load_records  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How one benchmark method prunes: a recipe method and an allocation.
+
+    Attributes:
+        method: A `tf_reweight.recipes.METHODS` name.
+        allocation: ``"global"`` (ranked across layers), ``"mrs"`` or
+            ``"uniform"``.
+        options: ``(name, value)`` pairs for the method's phase-1 callback.
+        mode: The MRS probe (``"perturb"`` or ``"prune"``) of ``"mrs"``.
+    """
+
+    method: str
+    allocation: str = "global"
+    options: tuple = ()
+    mode: str = "perturb"
+
+
+VARIANTS = {
+    "reweighted": Variant("reweighted"),
+    "admm": Variant("admm", options=(("rho_factor", 1.5), ("rho_max", 1.0))),
+    "mrs_reweighted": Variant("reweighted", "mrs"),
+    "mrs_prune_reweighted": Variant("reweighted", "mrs", mode="prune"),
+    "uniform_reweighted": Variant("reweighted", "uniform"),
+    "magnitude": Variant("magnitude"),
+    "mrs_magnitude": Variant("magnitude", "mrs"),
+    "uniform_magnitude": Variant("magnitude", "uniform"),
+}
+DEFAULT_METHODS = (
+    "reweighted,admm,mrs_reweighted,mrs_prune_reweighted,uniform_reweighted"
+)
+
+SUITES = {
+    "mnist": {
+        "model": "lenet5",
+        "dataset": "mnist",
+        "eps": 0.3,
+        "attack": "pgd",
+        "attack_steps": 7,
+        "pretrain_epochs": 1,
+        "adv_epochs": 8,
+        "epochs": (2, 2),
+        "eval_steps": 40,
+        "eval_step_size": 0.01,
+        "eval_limit": 10000,
+    },
+    "cifar10": {
+        "model": "resnet20",
+        "dataset": "cifar10",
+        "eps": 8 / 255,
+        "attack": "fgsm",
+        "attack_steps": 1,
+        "pretrain_epochs": 0,
+        "adv_epochs": 10,
+        "epochs": (3, 3),
+        "eval_steps": 10,
+        "eval_step_size": 2 / 255,
+        "eval_limit": 1000,
+    },
+}
+QUICK = {
+    "train_limit": 2048,
+    "adv_epochs": 1,
+    "epochs": (1, 1),
+    "eval_limit": 200,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--suite", default="mnist", choices=sorted(SUITES))
+    p.add_argument("--quick", action="store_true", help="a tiny run")
+    p.add_argument("--methods", default=DEFAULT_METHODS, help=f"of {list(VARIANTS)}")
+    p.add_argument("--rate", type=float, default=16.0, help="target compression")
+    p.add_argument("--structure", default="unstructured")
+    p.add_argument("--epochs", type=int, nargs=2, default=None, metavar=("P", "R"))
+    p.add_argument("--pretrain-epochs", type=int, default=None, help="clean epochs")
+    p.add_argument("--adv-epochs", type=int, default=None, help="dense AT epochs")
+    p.add_argument("--attack", default=None, choices=["pgd", "fgsm"])
+    p.add_argument("--attack-steps", type=int, default=None)
+    p.add_argument("--step-size", type=float, default=None, help="training attack")
+    p.add_argument("--eval-steps", type=int, default=None)
+    p.add_argument("--eval-limit", type=int, default=None, help="PGD test images")
+    p.add_argument("--max-ratio", type=float, default=None, help="MRS allocation")
+    p.add_argument("--probe-size", type=int, default=512, help="MRS probe images")
+    p.add_argument("--train-limit", type=int, default=None, help="first N images")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="default: TF_REWEIGHT_DATA_DIR")
+    p.add_argument(
+        "--cache-dir", default=str(Path("~/.cache/tf_reweight/bench").expanduser())
+    )
+    p.add_argument("--results", default=None, help="the JSON list of records")
+    p.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2])
+    return p
+
+
+def _configure(argv: list[str]) -> argparse.Namespace:
+    """Parses ``argv`` and fills unset options from the suite (and ``--quick``)."""
+    args = _parser().parse_args(argv)
+    settings = dict(SUITES[args.suite])
+    if args.quick:
+        settings.update(QUICK)
+    for name, value in settings.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    args.epochs = tuple(args.epochs)
+    args.checkpoint = None
+    unknown = sorted(set(_names(args.methods)) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(
+            f"Unknown methods {unknown}; expected some of {list(VARIANTS)}"
+        )
+    return args
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def train_attack(args) -> str:
+    return f"pgd-{args.attack_steps}" if args.attack == "pgd" else "fgsm-rs"
+
+
+def record_key(record: dict) -> tuple:
+    """The resume key of a stored record."""
+    return tuple(
+        record.get(k)
+        for k in (
+            "method",
+            "model",
+            "dataset",
+            "structure",
+            "target_rate",
+            "epochs",
+            "train_attack",
+            "attack",
+            "eval_samples",
+            "train_samples",
+        )
+    )
+
+
+class Bench:
+    """Data, the robust dense checkpoint and the runners of one invocation."""
+
+    def __init__(self, args):
+        import keras
+
+        from tf_reweight import data
+
+        self.args = args
+        self.keras = keras
+        train, self.test = data.load(args.dataset, args.data_dir)
+        self.train = (train[0][: args.train_limit], train[1][: args.train_limit])
+        stem = (
+            f"{args.model}_{args.dataset}_{train_attack(args)}_eps{args.eps:.4g}"
+            f"_c{args.pretrain_epochs}_a{args.adv_epochs}_n{len(self.train[1])}"
+            f"_s{args.seed}"
+        )
+        self.dir = Path(args.cache_dir).expanduser() / "robust" / stem
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dense_info = self._dense()
+
+    def _dense(self) -> dict:
+        """Trains (or loads) the robust dense checkpoint; returns its facts."""
+        from tf_reweight.cli_robust import robust_dense
+
+        info_path = self.dir / "dense.json"
+        if info_path.exists() and (self.dir / "dense.keras").exists():
+            print(f"Dense checkpoint: {self.dir / 'dense.keras'} (cached)", flush=True)
+            return json.loads(info_path.read_text())
+        self.keras.utils.set_random_seed(self.args.seed)
+        start = time.perf_counter()
+        model = robust_dense(self.args, self.train, self.dir)
+        info = {
+            "seconds": round(time.perf_counter() - start, 1),
+            **self.evaluate(model),
+        }
+        info_path.write_text(json.dumps(info))
+        print(f"Dense checkpoint: {self.dir / 'dense.keras'} (trained)", flush=True)
+        return info
+
+    def evaluate(self, model) -> dict:
+        from tf_reweight.cli_robust import measure
+
+        a = self.args
+        return measure(
+            model,
+            self.test,
+            a.eps,
+            a.eval_steps,
+            a.eval_step_size,
+            limit=a.eval_limit,
+        )
+
+    def run(self, variant: Variant) -> dict:
+        """Prunes and evaluates one variant; returns its measured facts."""
+        from tf_reweight import api
+        from tf_reweight.cli_robust import prune
+
+        a = self.args
+        self.keras.utils.set_random_seed(a.seed)
+        dense = self.keras.saving.load_model(self.dir / "dense.keras")
+        job = {
+            "method": variant.method,
+            "allocation": variant.allocation,
+            "method_options": dict(variant.options) or None,
+            "target": f"{a.rate:g}x",
+            "reweight_epochs": a.epochs[0],
+            "retrain_epochs": a.epochs[1],
+            "penalty": None,
+            "mode": variant.mode,
+        }
+        result, ratios = prune(
+            argparse.Namespace(**{**vars(a), **job}), dense, self.train
+        )
+        rep = api.report(result.model)
+        out = {
+            **self.evaluate(result.model),
+            "nonzeros": rep.to_dict()["nonzeros"],
+            "weights": rep.to_dict()["weights"],
+            "seconds": round(result.seconds, 1),
+            "epochs": result.epochs,
+            "layer_sparsity": ",".join(f"{r.layer}:{r.sparsity:.4f}" for r in rep.rows),
+        }
+        if ratios is not None:
+            out["allocated"] = ",".join(f"{n}:{r:.4f}" for n, r in ratios.items())
+        return out
+
+
+def measure(args, results: Path, command: str) -> int:
+    """Runs every method not yet in ``results``; returns the number of failures."""
+    bench = Bench(args)
+    common = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "eps": args.eps,
+        "train_attack": train_attack(args),
+        "attack": f"pgd-{args.eval_steps}",
+        "eval_step_size": args.eval_step_size,
+        "train_samples": len(bench.train[1]),
+        "dense_adv_epochs": args.adv_epochs,
+    }
+    jobs = [("dense", None)] + [(m, VARIANTS[m]) for m in _names(args.methods)]
+    failures = 0
+    for i, (name, variant) in enumerate(jobs):
+        key_fields = {"method": name, "structure": args.structure, **common}
+        if variant is None:
+            key_fields.update(structure="dense", target_rate=1.0)
+            key_fields["epochs"] = args.pretrain_epochs + args.adv_epochs
+        else:
+            key_fields.update(target_rate=args.rate, epochs=sum(args.epochs))
+        key_fields["eval_samples"] = min(args.eval_limit, len(bench.test[1]))
+        label = f"[{i}/{len(jobs) - 1}] {name} {args.rate:g}x"
+        if record_key(key_fields) in {record_key(r) for r in load_records(results)}:
+            print(f"{label}: already measured, skipped", flush=True)
+            continue
+        print(f"{label}: running", flush=True)
+        try:
+            out = dict(bench.dense_info) if variant is None else bench.run(variant)
+        except Exception:  # keep measuring the other methods, report at the end
+            traceback.print_exc()
+            failures += 1
+            continue
+        if variant is None:
+            out.update(rate=1.0, nonzeros=None)
+        else:
+            out["rate"] = out["weights"] / max(out["nonzeros"], 1)
+        record = {**key_fields, **out, "versions": _versions(), "command": command}
+        append_record(results, record)
+        print(json.dumps(record), flush=True)
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _configure(argv)
+    default = "robust_quick.json" if args.quick else "robust.json"
+    results = Path(args.results) if args.results else HERE / "results" / default
+    command = shlex.join(["python", "benchmarks/robust.py", *argv])
+    print(f"Command: {command}\nResults: {results}", flush=True)
+    return 1 if measure(args, results, command) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

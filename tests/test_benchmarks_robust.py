@@ -1,0 +1,86 @@
+"""Smoke test of the robust-compression benchmark (tiny budgets, not timed)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "robust.py"
+FIELDS = {
+    "method",
+    "model",
+    "dataset",
+    "structure",
+    "rate",
+    "accuracy",
+    "robust_accuracy",
+    "attack",
+    "epochs",
+    "seconds",
+    "nonzeros",
+    "versions",
+    "command",
+    "eval_samples",
+}
+
+
+@pytest.fixture(scope="module")
+def robust():
+    spec = importlib.util.spec_from_file_location("benchmarks_robust", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_methods_measure_at_equal_budget_and_resume(robust, data_dir, tmp_path):
+    results = tmp_path / "robust.json"
+    argv = [
+        f"--data-dir={data_dir}",
+        f"--cache-dir={tmp_path / 'cache'}",
+        f"--results={results}",
+        "--train-limit=256",
+        "--pretrain-epochs=0",
+        "--adv-epochs=1",
+        "--attack=fgsm",
+        "--epochs",
+        "1",
+        "1",
+        "--eval-limit=32",
+        "--eval-steps=3",
+        "--probe-size=64",
+        "--methods=admm,mrs_reweighted,uniform_reweighted",
+    ]
+    assert robust.main(argv) == 0
+    records = json.loads(results.read_text())
+    methods = ["dense", "admm", "mrs_reweighted", "uniform_reweighted"]
+    assert [r["method"] for r in records] == methods
+    weights = 5 * 5 * 20 + 5 * 5 * 20 * 50 + 800 * 500 + 500 * 10
+    for r in records:
+        assert FIELDS <= set(r) and r["eval_samples"] == 32
+        assert r["attack"] == "pgd-3" and r["train_attack"] == "fgsm-rs"
+        assert 0.0 <= r["robust_accuracy"] <= 1.0 and 0.0 <= r["accuracy"] <= 1.0
+        assert r["command"].startswith("python benchmarks/robust.py ")
+    for r in records[1:]:
+        assert r["rate"] == pytest.approx(weights / r["nonzeros"])
+        assert r["rate"] == pytest.approx(16, rel=0.01) and r["epochs"] == 2
+    mrs, uniform = records[2], records[3]
+    # Equal budgets to the weight: MRS and uniform keep the same count.
+    assert mrs["nonzeros"] == uniform["nonzeros"] == round(weights / 16)
+    assert mrs["allocated"] != uniform["allocated"]
+    dense_dir = next((tmp_path / "cache" / "robust").iterdir())
+    assert (dense_dir / "dense.keras").exists()
+
+    assert robust.main(argv) == 0  # everything is already there
+    assert json.loads(results.read_text()) == records
+
+
+def test_quick_suite_settings(robust):
+    args = robust._configure(["--suite", "cifar10", "--quick", "--eval-limit", "50"])
+    assert (args.model, args.attack, args.eval_steps) == ("resnet20", "fgsm", 10)
+    assert args.train_limit == 2048 and args.eval_limit == 50
+    assert args.epochs == (1, 1) and args.eps == pytest.approx(8 / 255)
+    with pytest.raises(SystemExit):
+        robust._configure(["--methods", "reweighted,obd"])
