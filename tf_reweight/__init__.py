@@ -11,18 +11,23 @@ Example:
 
 from tf_reweight import (
     admm,
+    adversarial,
     budget,
     callbacks,
     data,
     layouts,
     models,
+    mrpf,
     pruning,
     qat,
     quantization,
     recipes,
+    robustness,
+    sensitivity,
     structures,
 )
 from tf_reweight.admm import ADMMPenalty, ADMMUpdate
+from tf_reweight.adversarial import AdversarialModel
 from tf_reweight.api import LayerSparsity, SparsityReport, apply, report, strip
 from tf_reweight.budget import parse_target
 from tf_reweight.callbacks import HardPrune, Reweight, ScheduledPruning, SparsityMonitor
@@ -35,13 +40,23 @@ from tf_reweight.regularizers import (
     KernelPenalty,
     ReweightedGroupPenalty,
 )
+from tf_reweight.robustness import evaluate_robustness
 from tf_reweight.schedules import PolynomialSparsity, ProgressiveSparsity
+from tf_reweight.sensitivity import allocate_ratios, module_robustness_sensitivity
 from tf_reweight.structures import Structure
 from tf_reweight.wrapper import PruningWrapper
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdversarialModel",
+    "adversarial",
+    "allocate_ratios",
+    "evaluate_robustness",
+    "module_robustness_sensitivity",
+    "mrpf",
+    "robustness",
+    "sensitivity",
     "ADMMPenalty",
     "ADMMUpdate",
     "GroupLassoPenalty",
