@@ -17,7 +17,7 @@ def test_lenet_300_100_reaches_90_percent_sparsity_at_95_percent_accuracy(data_d
         dense,
         train,
         target=0.9,
-        penalty=1e-4,
+        penalty=1e-5,
         reweight_epochs=2,
         retrain_epochs=2,
         batch_size=64,

@@ -26,7 +26,7 @@ def test_penalty_value_matches_numpy_formula():
 
 
 def test_squared_penalty_and_refresh():
-    layer = _wrapped(penalty=1e-2, squared=True, bounded=False, eps=0.5)
+    layer = _wrapped(penalty=1e-2, squared=True, eps=0.5)  # unbounded by default
     pk = layer.pruned_kernels[0]
     w = pk.canonical()
     sq = (w**2).sum(axis=(0, 1, 2))
@@ -38,7 +38,7 @@ def test_squared_penalty_and_refresh():
 
 
 def test_alpha_update_is_inverse_norm_and_bounded_zeroes_kept_groups():
-    layer = _wrapped(eps=1e-3)
+    layer = _wrapped(eps=1e-3, bounded=True)
     model = keras.Sequential([layer])
     model.build((None, 6, 6, 4))
     tfr.refresh_penalties(model)

@@ -118,7 +118,7 @@ def apply(
     method: KernelPenalty | None = None,
     eps: float = 1e-3,
     squared: bool = False,
-    bounded: bool = True,
+    bounded: bool = False,
     scope: str = "global",
     skip_first: bool = False,
     skip_last: bool = False,
@@ -145,7 +145,8 @@ def apply(
             ``ReweightedGroupPenalty(penalty, eps, squared, bounded)``.
         eps: Reweighting's ``eps`` (> 0).
         squared: Use squared group norms.
-        bounded: Exempt the groups the target keeps from the penalty.
+        bounded: Exempt the groups the target keeps from the penalty (off by
+            default; see `ReweightedGroupPenalty`).
         scope: With a single target, ``"global"`` ranks units across layers
             (one budget for the model) and ``"layer"`` gives every layer the
             same sparsity.

@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"sparsity (0.98) or rate ('100x'); default {DEFAULT_TARGET} (N:M: none)",
     )
     c.add_argument("--penalty", type=float, default=1e-5, help="lambda")
+    c.add_argument(
+        "--bounded",
+        action="store_true",
+        help="exempt the groups the target keeps from the penalty (off by default)",
+    )
     c.add_argument("--scope", default="global", choices=["global", "layer"])
     c.add_argument("--skip-first", action="store_true")
     c.add_argument("--skip-last", action="store_true")
@@ -152,6 +157,7 @@ def compress(args) -> dict:
         batch_size=args.batch_size,
         lr=args.lr,
         scope=args.scope,
+        bounded=args.bounded,
         skip_first=args.skip_first,
         skip_last=args.skip_last,
         validation_data=test,  # monitored per epoch for the plot; never used to select
