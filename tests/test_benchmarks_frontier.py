@@ -1,21 +1,14 @@
 """Smoke test of the frontier benchmark on a slice of MNIST (tiny budgets)."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "frontier.py"
 
 
 @pytest.fixture(scope="module")
 def frontier():
-    spec = importlib.util.spec_from_file_location("benchmarks_frontier", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    from benchmarks import frontier as module
+
     return module
 
 

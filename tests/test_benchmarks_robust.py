@@ -1,13 +1,9 @@
 """Smoke test of the robust-compression benchmark (tiny budgets, not timed)."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "robust.py"
 FIELDS = {
     "method",
     "model",
@@ -28,10 +24,8 @@ FIELDS = {
 
 @pytest.fixture(scope="module")
 def robust():
-    spec = importlib.util.spec_from_file_location("benchmarks_robust", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    from benchmarks import robust as module
+
     return module
 
 
