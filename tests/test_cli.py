@@ -61,3 +61,19 @@ def test_bad_target_is_a_clean_error(tmp_path, data_dir, capsys):
     )
     assert code == 2
     assert "rate" in capsys.readouterr().err
+
+
+def test_sparsity_target_as_a_number_is_accepted(tmp_path, capsys):
+    code = cli.main(
+        [
+            "compress",
+            "--target",
+            "0.98",
+            "--data-dir",
+            str(tmp_path / "none"),
+            "--verbose",
+            "0",
+        ]
+    )
+    assert code == 2  # fails on the missing data, not on the target
+    assert "rate" not in capsys.readouterr().err

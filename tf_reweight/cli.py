@@ -128,6 +128,10 @@ def compress(args) -> dict:
     if args.target is None and structure.fixed_sparsity is None:
         args.target = DEFAULT_TARGET
     if args.target is not None:
+        try:  # a sparsity such as 0.98 arrives as a string from the command line
+            args.target = float(args.target)
+        except ValueError:
+            pass
         tfr.parse_target(args.target)
     keras.utils.set_random_seed(args.seed)
     out = Path(args.out)
