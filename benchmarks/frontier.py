@@ -15,8 +15,11 @@ ramp; magnitude: retraining too) and ``R`` epochs of masked retraining, with
 the same Adam learning rates (constant, then a cosine decay).
 
 ``rate`` is dense weights / nonzero weights over the pruned layers, which are
-all four LeNet-5 kernels (conv1, conv2, fc1 and logits: 430,500 weights);
-biases are excluded. The tf_reweight methods rank units globally across the
+all four LeNet-5 kernels (conv1, conv2, fc1 and logits: 430,500 weights) for
+unstructured sparsity and the first three (425,500 weights) for filter and
+column structures: removing whole units of the logits layer would remove
+classes, so structured runs leave it dense (``skip_last``). Biases are
+excluded. The tf_reweight methods rank units globally across the
 four kernels; tfmot gives every layer the same sparsity.
 
 Runs (data from ``TF_REWEIGHT_DATA_DIR``, for example ``../shared/data``):
@@ -196,12 +199,20 @@ def load_records(path: Path) -> list[dict]:
 
 
 def append_record(path: Path, record: dict) -> None:
-    """Appends one record to the JSON list at ``path`` (atomic rewrite)."""
-    records = load_records(path) + [record]
+    """Appends one record to the JSON list at ``path``.
+
+    The rewrite is atomic and holds a lock, so runs in parallel processes can
+    share one results file.
+    """
+    import fcntl
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(records, indent=1) + "\n")
-    tmp.replace(path)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = load_records(path) + [record]
+        tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(records, indent=1) + "\n")
+        tmp.replace(path)
 
 
 class Bench:
@@ -285,6 +296,7 @@ class Bench:
             lr=a.lr,
             verbose=a.verbose,
             method_options=options,
+            skip_last=job.structure != "unstructured",
         )
         rep = api.report(result.model).to_dict()
         out = {
@@ -421,6 +433,7 @@ def measure(args, results: Path, command: str) -> int:
             "seconds": out["seconds"],
             "seconds_per_epoch": round(out["seconds"] / max(out["epochs"], 1), 2),
             "nonzeros": out["nonzeros"],
+            "weights": out["weights"],
             **({} if job.penalty is None else {"penalty": job.penalty}),
             **(
                 {"method_options": out["method_options"]}

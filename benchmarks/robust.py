@@ -32,13 +32,13 @@ a record whose key is already there is skipped, so a run resumes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,7 +49,7 @@ sys.path.insert(0, str(HERE))
 from frontier import _versions, append_record, load_records  # noqa: E402
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Variant:
     """How one benchmark method prunes: a recipe method and an allocation.
 
@@ -59,12 +59,14 @@ class Variant:
             ``"uniform"``.
         options: ``(name, value)`` pairs for the method's phase-1 callback.
         mode: The MRS probe (``"perturb"`` or ``"prune"``) of ``"mrs"``.
+        penalty: The method's penalty; None for `recipes.DEFAULT_PENALTY`.
     """
 
     method: str
     allocation: str = "global"
     options: tuple = ()
     mode: str = "perturb"
+    penalty: float | None = None
 
 
 VARIANTS = {
@@ -73,6 +75,11 @@ VARIANTS = {
     "mrs_reweighted": Variant("reweighted", "mrs"),
     "mrs_prune_reweighted": Variant("reweighted", "mrs", mode="prune"),
     "uniform_reweighted": Variant("reweighted", "uniform"),
+    "reweighted_1e-5": Variant("reweighted", penalty=1e-5),
+    "mrs_prune_reweighted_1e-5": Variant(
+        "reweighted", "mrs", mode="prune", penalty=1e-5
+    ),
+    "uniform_reweighted_1e-5": Variant("reweighted", "uniform", penalty=1e-5),
     "magnitude": Variant("magnitude"),
     "mrs_magnitude": Variant("magnitude", "mrs"),
     "uniform_magnitude": Variant("magnitude", "uniform"),
@@ -250,6 +257,7 @@ class Bench:
         """Prunes and evaluates one variant; returns its measured facts."""
         from tf_reweight import api
         from tf_reweight.cli_robust import prune
+        from tf_reweight.recipes import DEFAULT_PENALTY
 
         a = self.args
         self.keras.utils.set_random_seed(a.seed)
@@ -261,14 +269,16 @@ class Bench:
             "target": f"{a.rate:g}x",
             "reweight_epochs": a.epochs[0],
             "retrain_epochs": a.epochs[1],
-            "penalty": None,
+            "penalty": variant.penalty,
             "mode": variant.mode,
         }
         result, ratios = prune(
             argparse.Namespace(**{**vars(a), **job}), dense, self.train
         )
         rep = api.report(result.model)
+        penalty = variant.penalty
         out = {
+            "penalty": DEFAULT_PENALTY[variant.method] if penalty is None else penalty,
             **self.evaluate(result.model),
             "nonzeros": rep.to_dict()["nonzeros"],
             "weights": rep.to_dict()["weights"],

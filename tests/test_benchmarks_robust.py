@@ -5,20 +5,20 @@ import json
 import pytest
 
 FIELDS = {
+    "accuracy",
+    "attack",
+    "command",
+    "dataset",
+    "epochs",
+    "eval_samples",
     "method",
     "model",
-    "dataset",
-    "structure",
-    "rate",
-    "accuracy",
-    "robust_accuracy",
-    "attack",
-    "epochs",
-    "seconds",
     "nonzeros",
+    "rate",
+    "robust_accuracy",
+    "seconds",
+    "structure",
     "versions",
-    "command",
-    "eval_samples",
 }
 
 

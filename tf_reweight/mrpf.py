@@ -120,12 +120,12 @@ def adversarial_prune(
     penalty: float | None = None,
     phase1_epochs: int = 2,
     retrain_epochs: int = 2,
+    batch_size: int = 128,
+    lr: float = 1e-3,
     attack: str = "pgd",
     eps: float = 0.3,
     steps: int = 7,
     step_size: float | None = None,
-    batch_size: int = 128,
-    lr: float = 1e-3,
     validation_data=None,
     verbose: int = 1,
     method_options: dict | None = None,
@@ -150,12 +150,12 @@ def adversarial_prune(
         penalty: The method's penalty; None for `recipes.DEFAULT_PENALTY`.
         phase1_epochs: Epochs of penalized adversarial training.
         retrain_epochs: Epochs of masked adversarial retraining.
+        batch_size: Batch size.
+        lr: Adam learning rate of phase 1 and start of phase 2.
         attack: Training attack, ``"pgd"`` or ``"fgsm"`` (FGSM-RS).
         eps: L-inf radius of the training attack.
         steps: PGD steps (ignored by ``"fgsm"``).
         step_size: Attack step size; None for `AdversarialModel`'s default.
-        batch_size: Batch size.
-        lr: Adam learning rate of phase 1 and start of phase 2.
         validation_data: Optional ``(x, y)``; the logs then also hold
             ``val_adv_accuracy`` under the training attack.
         verbose: Keras verbosity.
@@ -209,13 +209,10 @@ def adversarial_pretrain(
     train,
     epochs: int,
     *,
-    attack: str = "pgd",
-    eps: float = 0.3,
-    steps: int = 7,
-    step_size: float | None = None,
     batch_size: int = 128,
     lr: float = 1e-3,
     verbose: int = 1,
+    **attack,
 ) -> dict:
     """Trains ``model`` in place with `AdversarialModel`, cosine learning rate.
 
@@ -223,13 +220,11 @@ def adversarial_pretrain(
         model: A classifier returning logits (clean-pretrained or fresh).
         train: ``(x, y)`` training arrays, inputs in [0, 1].
         epochs: Adversarial training epochs (>= 0).
-        attack: ``"pgd"`` or ``"fgsm"`` (FGSM-RS).
-        eps: L-inf radius.
-        steps: PGD steps.
-        step_size: Attack step size; None for `AdversarialModel`'s default.
         batch_size: Batch size.
         lr: Initial Adam learning rate, decayed by a cosine to ``1e-5``.
         verbose: Keras verbosity.
+        **attack: `AdversarialModel` options: ``attack`` (``"pgd"`` or
+            ``"fgsm"``), ``eps``, ``steps``, ``step_size``, ``loss_type``, ...
 
     Returns:
         The Keras history dict (clean and adversarial training accuracy).
@@ -238,7 +233,7 @@ def adversarial_pretrain(
     >>> adversarial_pretrain(model, (x, y), 5, attack="fgsm", eps=8 / 255)
     """
     _check_int("epochs", epochs, 0)
-    trainer = AdversarialModel(model, attack, eps, step_size, steps)
+    trainer = AdversarialModel(model, **attack)
     recipes.compile_classifier(trainer, lr)
     schedule = recipes.two_phase_lr(0, epochs, lr)
     history = trainer.fit(
