@@ -113,6 +113,8 @@ def test_uniform_magnitude_prunes_smallest_dense_weights_at_one_ratio(dense, mni
         ({"attack": "cw"}, "attack"),
         ({"structure": "rows"}, "rows"),
         ({"layers": ["nope"]}, "nope"),
+        ({"recalibrate_bn": -1}, "recalibrate_bn"),
+        ({"recalibrate_bn": True}, "no BatchNormalization"),
     ],
 )
 def test_invalid_options_raise_before_any_training(dense, kwargs, match):
@@ -134,3 +136,33 @@ def test_invalid_options_raise_before_any_training(dense, kwargs, match):
 def test_mrs_allocation_needs_probe_data(dense):
     with pytest.raises(ValueError, match="probe"):
         mrpf(dense, (None, None), None, None, 0.8, 0.1)
+
+
+def test_recalibrate_bn_recomputes_statistics_on_clean_inputs_after_fine_tuning():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(64, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 10, 64)
+    keras.utils.set_random_seed(0)
+    dense = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, name="conv"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, name="logits"),
+        ]
+    )
+    out = uniform(
+        dense,
+        (x, y),
+        0.5,
+        eps=0.1,
+        **{**FAST, "finetune_epochs": 1},
+        recalibrate_bn=True,
+    )
+    assert out.recalibrated_bn == 1
+    bn = out.model.get_layer("bn")
+    moving = bn.moving_mean.numpy(), bn.moving_variance.numpy()
+    tfr.recalibrate_batchnorm(out.model, x)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), moving[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), moving[1], rtol=1e-5)

@@ -12,6 +12,7 @@ Example:
 from tf_reweight import (
     admm,
     adversarial,
+    batchnorm,
     budget,
     callbacks,
     data,
@@ -29,6 +30,7 @@ from tf_reweight import (
 from tf_reweight.admm import ADMMPenalty, ADMMUpdate
 from tf_reweight.adversarial import AdversarialModel
 from tf_reweight.api import LayerSparsity, SparsityReport, apply, report, strip
+from tf_reweight.batchnorm import recalibrate_batchnorm
 from tf_reweight.budget import parse_target
 from tf_reweight.callbacks import HardPrune, Reweight, ScheduledPruning, SparsityMonitor
 from tf_reweight.constraints import MaskConstraint
@@ -77,6 +79,7 @@ __all__ = [
     "Structure",
     "admm",
     "apply",
+    "batchnorm",
     "budget",
     "callbacks",
     "data",
@@ -90,6 +93,7 @@ __all__ = [
     "quantization",
     "quantize",
     "quantize_model",
+    "recalibrate_batchnorm",
     "recipes",
     "refresh_penalties",
     "report",

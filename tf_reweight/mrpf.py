@@ -79,6 +79,8 @@ class MRPFResult:
         epochs: Fine-tuning epochs.
         method: ``"reweighted"``, ``"magnitude"``, ... (`recipes.METHODS`).
         allocation: ``"mrs"`` or ``"uniform"``.
+        recalibrated_bn: BatchNorm layers whose moving statistics were
+            recomputed after fine-tuning (``recalibrate_bn``); 0 if not asked.
     """
 
     model: keras.Model
@@ -89,6 +91,7 @@ class MRPFResult:
     epochs: int
     method: str
     allocation: str
+    recalibrated_bn: int = 0
 
     def counts(self) -> tuple[int, int]:
         """``(weights, nonzeros)`` over the kernels of the selected layers."""
@@ -129,6 +132,7 @@ def adversarial_prune(
     validation_data=None,
     verbose: int = 1,
     method_options: dict | None = None,
+    recalibrate_bn: int | bool | None = None,
     **apply_kwargs,
 ) -> recipes.PruneResult:
     """`tf_reweight.recipes.prune`, with every epoch trained adversarially.
@@ -139,7 +143,10 @@ def adversarial_prune(
     callbacks, `HardPrune` after phase 1 (at the start for
     ``"magnitude"``), the `recipes.two_phase_lr` schedule and
     `SparsityMonitor`. The penalties reach the adversarial loss through
-    ``model.losses``.
+    ``model.losses``. With ``recalibrate_bn``, the BatchNorm moving
+    statistics, averaged during training over adversarial inputs and the
+    network before its hard prune, are then recomputed on clean training
+    inputs (`tf_reweight.recalibrate_batchnorm`).
 
     Args:
         model: A trained dense Keras model (left unchanged).
@@ -160,6 +167,9 @@ def adversarial_prune(
             ``val_adv_accuracy`` under the training attack.
         verbose: Keras verbosity.
         method_options: Keyword arguments of the method's phase-1 callback.
+        recalibrate_bn: After training, recompute the BatchNorm moving
+            statistics on a fixed random sample of this many clean training
+            inputs (True: all of them); None or False to keep them.
         **apply_kwargs: More `tf_reweight.apply` arguments.
 
     Returns:
@@ -182,6 +192,7 @@ def adversarial_prune(
     setup, callbacks, prune_epoch = recipes._setup(
         method, penalty, method_options, apply_kwargs
     )
+    calibration = recipes._check_recalibrate(recalibrate_bn, model, train[0])
     pruned = api.apply(model, structure, target, **setup, **apply_kwargs)
     trainer = AdversarialModel(pruned, **adversarial)
     recipes.compile_classifier(trainer, lr)
@@ -199,9 +210,12 @@ def adversarial_prune(
     )
     if prune_epoch >= epochs:
         hard_prune(pruned)
+    recalibrated = recipes._recalibrate(pruned, train[0], calibration, batch_size)
     used = recipes.DEFAULT_PENALTY[method] if penalty is None else float(penalty)
     seconds = time.perf_counter() - start
-    return recipes.PruneResult(pruned, history.history, seconds, epochs, method, used)
+    return recipes.PruneResult(
+        pruned, history.history, seconds, epochs, method, used, recalibrated
+    )
 
 
 def adversarial_pretrain(
@@ -307,6 +321,7 @@ def mrpf(
     verbose: int = 1,
     mrs_options: dict | None = None,
     method_options: dict | None = None,
+    recalibrate_bn: int | bool | None = None,
 ) -> MRPFResult:
     """MRS-guided pruning with adversarial fine-tuning (MRPF).
 
@@ -373,6 +388,9 @@ def mrpf(
             (``rho``, ``ascent_steps``, ``probe_ratio``, ``step_size``).
         method_options: Keyword arguments of the method's phase-1 callback
             (for ADMM, ``{"rho_factor": 1.5}``).
+        recalibrate_bn: After fine-tuning, recompute the BatchNorm moving
+            statistics on this many clean training inputs (see
+            `adversarial_prune`); None or False to keep them.
 
     Returns:
         An `MRPFResult` (pruned model, MRS table, ratios, history).
@@ -418,6 +436,7 @@ def mrpf(
     structures.get(structure)
     recipes._setup(method, penalty, method_options, {})
     AdversarialModel(None, attack, eps, step_size, attack_steps)
+    recipes._check_recalibrate(recalibrate_bn, model, train[0])
     if allocation == "mrs" and (x_probe is None or y_probe is None):
         raise ValueError(
             "MRS allocation needs probe data. Expected arrays x_probe, y_probe. "
@@ -463,6 +482,7 @@ def mrpf(
         validation_data=validation_data,
         verbose=verbose,
         method_options=method_options,
+        recalibrate_bn=recalibrate_bn,
     )
     return MRPFResult(
         model=result.model,
@@ -473,6 +493,7 @@ def mrpf(
         epochs=result.epochs,
         method=method,
         allocation=allocation,
+        recalibrated_bn=result.recalibrated_bn,
     )
 
 

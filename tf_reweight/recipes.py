@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from tf_reweight import api
+from tf_reweight import api, batchnorm
 from tf_reweight.admm import ADMMPenalty, ADMMUpdate
 from tf_reweight.callbacks import HardPrune, Reweight, SparsityMonitor
 from tf_reweight.pruning import hard_prune
@@ -58,10 +58,12 @@ class PruneResult:
     Attributes:
         model: The pruned model (with wrappers).
         history: Keras history of the pruning `fit` (phases 1 and 2).
-        seconds: Wall time of the pruning `fit`.
+        seconds: Wall time of the pruning `fit` (and recalibration).
         epochs: Epochs run.
         method: The pruning method (see `METHODS`).
         penalty: Its penalty value (``lambda``, or ADMM's initial ``rho``).
+        recalibrated_bn: BatchNorm layers whose moving statistics were
+            recomputed after training (``recalibrate_bn``); 0 if not asked.
     """
 
     model: keras.Model
@@ -70,6 +72,7 @@ class PruneResult:
     epochs: int = 0
     method: str = "reweighted"
     penalty: float = 0.0
+    recalibrated_bn: int = 0
 
 
 METHODS = ("reweighted", "admm", "group_lasso", "magnitude")
@@ -142,6 +145,59 @@ def _check_epochs(**epochs) -> None:
             )
 
 
+def _check_recalibrate(recalibrate_bn, model: keras.Model, x) -> int | None:
+    """Validates a ``recalibrate_bn`` option before any training.
+
+    Args:
+        recalibrate_bn: None or False (off), True (all of ``x``) or a
+            positive number of examples.
+        model: The model whose BatchNorm layers will be recalibrated.
+        x: The training inputs.
+
+    Returns:
+        The number of examples to recalibrate on, or None for no
+        recalibration.
+
+    Raises:
+        ValueError: If the option is invalid or the model has no trainable
+            BatchNormalization layer.
+    """
+    if recalibrate_bn is None or recalibrate_bn is False:
+        return None
+    if recalibrate_bn is not True and (
+        not isinstance(recalibrate_bn, int | np.integer) or recalibrate_bn < 1
+    ):
+        raise ValueError(
+            "`recalibrate_bn` must be None, a bool or a positive number of "
+            f"examples. Received: recalibrate_bn={recalibrate_bn!r}"
+        )
+    batchnorm._check_layers(model)
+    return len(x) if recalibrate_bn is True else min(int(recalibrate_bn), len(x))
+
+
+def _recalibrate(model: keras.Model, x, size: int | None, batch_size: int) -> int:
+    """Recalibrates BatchNorm on ``size`` examples of ``x`` (all if ``len(x)``).
+
+    The examples are a fixed random sample (seed 0), so that sorted training
+    data still give every class its share.
+
+    Args:
+        model: The pruned model.
+        x: The training inputs.
+        size: From `_check_recalibrate`; None does nothing.
+        batch_size: Batch size of the forward passes.
+
+    Returns:
+        The number of BatchNorm layers recalibrated (0 for ``size=None``).
+    """
+    if size is None:
+        return 0
+    if size < len(x):
+        rows = np.random.default_rng(0).choice(len(x), size, replace=False)
+        x = x[np.sort(rows)]
+    return batchnorm.recalibrate_batchnorm(model, x, batch_size=batch_size)
+
+
 def prune(
     model: keras.Model,
     train: tuple[np.ndarray, np.ndarray],
@@ -157,6 +213,7 @@ def prune(
     validation_data=None,
     verbose: int = 1,
     method_options: dict | None = None,
+    recalibrate_bn: int | bool | None = None,
     **apply_kwargs,
 ) -> PruneResult:
     """Prunes a trained model with one of `METHODS`, in one `fit` call.
@@ -175,7 +232,9 @@ def prune(
       then masked retraining for the whole budget.
 
     The learning rate is ``lr`` until the hard prune, then decays by a
-    cosine (`two_phase_lr`).
+    cosine (`two_phase_lr`). With ``recalibrate_bn``, the BatchNorm moving
+    statistics are then recomputed on training inputs
+    (`tf_reweight.recalibrate_batchnorm`), after the `fit` and its history.
 
     Args:
         model: A trained dense Keras model (left unchanged).
@@ -194,6 +253,10 @@ def prune(
         method_options: Keyword arguments of the method's phase-1 callback
             (`Reweight` or `ADMMUpdate`, for example ``{"rho_factor": 1.5}``),
             merged over `DEFAULT_OPTIONS`.
+        recalibrate_bn: After training, recompute the BatchNorm moving
+            statistics on a fixed random sample of this many training inputs
+            (True: all of them); None or False to keep them as training left
+            them. The model needs a BatchNormalization layer.
         **apply_kwargs: More `tf_reweight.apply` arguments (``eps``,
             ``squared`` and ``bounded`` with ``"reweighted"`` only).
 
@@ -215,6 +278,7 @@ def prune(
     setup, callbacks, prune_epoch = _setup(
         method, penalty, method_options, apply_kwargs
     )
+    calibration = _check_recalibrate(recalibrate_bn, model, train[0])
     pruned = api.apply(model, structure, target, **setup, **apply_kwargs)
     compile_classifier(pruned, lr)
     epochs = phase1_epochs + retrain_epochs
@@ -237,6 +301,7 @@ def prune(
     )
     if epochs == prune_epoch:
         hard_prune(pruned)
+    recalibrated = _recalibrate(pruned, train[0], calibration, batch_size)
     value = DEFAULT_PENALTY[method] if penalty is None else float(penalty)
     return PruneResult(
         pruned,
@@ -245,6 +310,7 @@ def prune(
         epochs,
         method,
         value,
+        recalibrated,
     )
 
 
