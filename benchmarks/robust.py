@@ -20,6 +20,12 @@ of MRS, and ``uniform_reweighted`` gives every layer the same ratio, all at
 exactly the same number of kept weights. ``rate`` is dense / nonzero weights
 over all prunable kernels (biases and BatchNorm excluded).
 
+With ``--recalibrate-bn N`` each pruned model is evaluated twice: as
+trained, and again after `tf_reweight.recalibrate_batchnorm` recomputed its
+BatchNorm statistics on N clean training images (``recal_accuracy`` and
+``recal_robust_accuracy``); adversarial training leaves statistics of
+adversarial inputs behind.
+
 Clean ``accuracy`` uses the whole test set; ``robust_accuracy`` attacks its
 first ``eval_samples`` images (one random start). Records are appended to
 ``benchmarks/results/robust.json`` (``robust_quick.json`` with ``--quick``);
@@ -141,6 +147,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-limit", type=int, default=None, help="PGD test images")
     p.add_argument("--max-ratio", type=float, default=None, help="MRS allocation")
     p.add_argument("--probe-size", type=int, default=512, help="MRS probe images")
+    p.add_argument(
+        "--recalibrate-bn",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also evaluate after recomputing BatchNorm statistics on N images",
+    )
     p.add_argument("--train-limit", type=int, default=None, help="first N images")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -196,6 +209,8 @@ def record_key(record: dict) -> tuple:
             "attack",
             "eval_samples",
             "train_samples",
+            "recalibrate_bn",
+            "max_ratio",
         )
     )
 
@@ -288,6 +303,17 @@ class Bench:
         }
         if ratios is not None:
             out["allocated"] = ",".join(f"{n}:{r:.4f}" for n, r in ratios.items())
+        if a.recalibrate_bn:
+            import numpy as np
+
+            from tf_reweight import recalibrate_batchnorm
+
+            x = self.train[0]
+            rows = np.random.default_rng(0).permutation(len(x))[: a.recalibrate_bn]
+            recalibrate_batchnorm(result.model, x[np.sort(rows)], a.batch_size)
+            recal = self.evaluate(result.model)
+            out["recal_accuracy"] = recal["accuracy"]
+            out["recal_robust_accuracy"] = recal["robust_accuracy"]
         return out
 
 
@@ -303,6 +329,8 @@ def measure(args, results: Path, command: str) -> int:
         "eval_step_size": args.eval_step_size,
         "train_samples": len(bench.train[1]),
         "dense_adv_epochs": args.adv_epochs,
+        **({"recalibrate_bn": args.recalibrate_bn} if args.recalibrate_bn else {}),
+        **({"max_ratio": args.max_ratio} if args.max_ratio else {}),
     }
     jobs = [("dense", None)] + [(m, VARIANTS[m]) for m in _names(args.methods)]
     failures = 0

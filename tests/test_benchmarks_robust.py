@@ -78,3 +78,30 @@ def test_quick_suite_settings(robust):
     assert args.epochs == (1, 1) and args.eps == pytest.approx(8 / 255)
     with pytest.raises(SystemExit):
         robust._configure(["--methods", "reweighted,obd"])
+
+
+def test_batchnorm_recalibration_is_measured_too(robust, data_dir, tmp_path):
+    results = tmp_path / "robust.json"
+    argv = [
+        "--suite=cifar10",
+        f"--data-dir={data_dir}",
+        f"--cache-dir={tmp_path / 'cache'}",
+        f"--results={results}",
+        "--train-limit=128",
+        "--adv-epochs=1",
+        "--epochs",
+        "1",
+        "0",
+        "--eval-limit=16",
+        "--eval-steps=2",
+        "--methods=reweighted",
+        "--recalibrate-bn=64",
+    ]
+    assert robust.main(argv) == 0
+    dense, pruned = json.loads(results.read_text())
+    assert dense["recalibrate_bn"] == pruned["recalibrate_bn"] == 64
+    assert 0.0 <= pruned["recal_accuracy"] <= 1.0
+    assert 0.0 <= pruned["recal_robust_accuracy"] <= 1.0
+    # A run without recalibration is a different record, not a resumed one.
+    plain = {k: v for k, v in pruned.items() if k != "recalibrate_bn"}
+    assert robust.record_key(plain) != robust.record_key(pruned)

@@ -116,6 +116,14 @@ def add_parsers(subparsers) -> None:
     r.add_argument("--eval-step-size", type=_number, default=None)
     r.add_argument("--eval-restarts", type=int, default=1)
     r.add_argument(
+        "--recalibrate-bn",
+        type=int,
+        default=None,
+        metavar="N",
+        help="after retraining, recompute BatchNorm statistics on N clean "
+        "training images (`tf_reweight.recalibrate_batchnorm`)",
+    )
+    r.add_argument(
         "--eval-limit",
         type=int,
         default=2000,
@@ -167,6 +175,8 @@ def _resolve(args) -> None:
     counts = {"adv_epochs": 0, "pretrain_epochs": 0, "probe_size": 1}
     if args.command == "robust":
         counts.update(reweight_epochs=0, retrain_epochs=0, eval_limit=1)
+        if args.recalibrate_bn is not None:
+            counts["recalibrate_bn"] = 1
         structures.get(args.structure)
         recipes._setup(args.method, args.penalty, None, {})
     for name, low in counts.items():
@@ -317,6 +327,7 @@ def prune(args, dense, train):
         "lr": args.lr,
         "verbose": args.verbose,
         "method_options": getattr(args, "method_options", None),
+        "recalibrate_bn": getattr(args, "recalibrate_bn", None),
     }
     if args.allocation == "global":
         result = mrpf.adversarial_prune(
