@@ -1,30 +1,41 @@
-"""Baseline: TensorFlow Model Optimization's gradual magnitude pruning of LeNet-5.
+"""Baseline: TensorFlow Model Optimization's gradual magnitude pruning.
 
 `tensorflow_model_optimization` (tfmot) needs the legacy ``tf_keras``, so this
 script runs in a process of its own with ``TF_USE_LEGACY_KERAS=1`` set before
 TensorFlow is imported; `tf_reweight` itself never imports tfmot.
-`benchmarks/frontier.py` starts it with the dense LeNet-5 weights it trained
-(an ``.npz`` of Keras 3 ``model.get_weights()``, in layer order) and the same
+`benchmarks/frontier.py` starts it with the dense weights it trained (an
+``.npz`` of Keras 3 ``model.get_weights()``, in layer order) and the same
 data, epoch budget and learning rates as the other methods:
 
-1. build the Caffe LeNet-5 of `tf_reweight.models.lenet5` in ``tf_keras`` and
-   load the dense weights;
-2. wrap it with ``prune_low_magnitude`` and a ``PolynomialDecay`` schedule
-   from sparsity 0 to the target over the phase-1 epochs, then keep training
-   with the masks for the retraining epochs (``UpdatePruningStep`` drives the
-   masks). tfmot prunes every layer to the same sparsity; ``--layer-sparsity``
-   gives each of the four layers its own target instead (the frontier passes
-   the allocation of a global magnitude ranking of the dense weights);
+1. build the model (``--model``: the Caffe LeNet-5 of
+   `tf_reweight.models.lenet5` or the ResNet-20 of `tf_reweight.models.resnet20`)
+   in ``tf_keras``, layer for layer and with the same layer names, and load
+   the dense weights with ``set_weights``; with ``--check-logits`` (an
+   ``.npz`` of ``images`` and the Keras 3 ``logits``) stop with an error
+   unless the loaded model gives the same logits;
+2. wrap the pruned layers with ``prune_low_magnitude`` and a
+   ``PolynomialDecay`` schedule from sparsity 0 to the target over the
+   phase-1 epochs, then keep training with the masks for the retraining
+   epochs (``UpdatePruningStep`` drives the masks). The pruned layers are
+   ``--layers`` (default: every layer with a kernel), all at sparsity
+   ``--target`` unless ``--layer-sparsity`` gives each its own (the frontier
+   passes the allocation of a global magnitude ranking of the dense weights);
 3. strip the wrappers, evaluate on the whole test set and print ONE JSON line
-   with the accuracy, the nonzero weights of the four pruned kernels (biases
-   excluded), the seconds of the `fit`, the epochs and the library versions.
+   with the accuracy, the weights and nonzero weights of the pruned kernels
+   (biases and BatchNorm excluded), the seconds of the `fit`, the epochs and
+   the library versions.
 
 Usage:
     python benchmarks/tfmot_baseline.py --weights dense.npz --data mnist.npz \\
         --target 0.98 --epochs 4 4
+    python benchmarks/tfmot_baseline.py --model resnet20 --weights dense.npz \\
+        --data cifar10.npz --target 0.75 --layers stage1_block1_conv1,...
+    python benchmarks/tfmot_baseline.py --model resnet20 --weights dense.npz \\
+        --check-logits reference.npz      # only the loading check
 
 ``--data`` is an ``.npz`` with ``x_train``, ``y_train``, ``x_test`` and
-``y_test`` (uint8 images are divided by 255).
+``y_test`` (uint8 images are divided by 255; 28x28x1 for LeNet-5, 32x32x3
+for ResNet-20).
 """
 
 from __future__ import annotations
@@ -65,21 +76,99 @@ def lenet5(tf_keras):
     )
 
 
-def _images(x: np.ndarray) -> np.ndarray:
-    x = x.reshape((-1, 28, 28, 1))
+def resnet20(tf_keras, num_classes: int = 10):
+    """ResNet-20 in ``tf_keras``, layer for layer `tf_reweight.models.resnet20`.
+
+    Same layers, names and creation order as ``tf_reweight.models._cifar_resnet``
+    (stem 16, stages of 16, 32 and 64 filters, 3 basic blocks each, 1x1
+    projection shortcuts where the shape changes), so the Keras 3
+    ``get_weights()`` list loads with ``set_weights``.
+    """
+    L = tf_keras.layers
+
+    def conv_bn(x, filters, size, strides, conv, bn):
+        x = L.Conv2D(filters, size, strides, "same", use_bias=False, name=conv)(x)
+        return L.BatchNormalization(name=bn)(x)
+
+    inputs = tf_keras.Input((32, 32, 3), name="image")
+    x = L.ReLU(name="relu1")(conv_bn(inputs, 16, 3, 1, "conv1", "bn1"))
+    for s, filters in enumerate((16, 32, 64), start=1):
+        for b in range(1, 4):
+            name, strides = f"stage{s}_block{b}", 2 if s > 1 and b == 1 else 1
+            shortcut = x
+            if strides != 1 or x.shape[-1] != filters:
+                conv, bn = f"{name}_shortcut_conv", f"{name}_shortcut_bn"
+                shortcut = conv_bn(x, filters, 1, strides, conv, bn)
+            x = conv_bn(x, filters, 3, strides, f"{name}_conv1", f"{name}_bn1")
+            x = L.ReLU(name=f"{name}_relu1")(x)
+            x = conv_bn(x, filters, 3, 1, f"{name}_conv2", f"{name}_bn2")
+            x = L.Add(name=f"{name}_add")([x, shortcut])
+            x = L.ReLU(name=f"{name}_relu2")(x)
+    x = L.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = L.Dense(num_classes, name="logits")(x)
+    return tf_keras.Model(inputs, outputs, name="resnet20")
+
+
+MODELS = {"lenet5": lenet5, "resnet20": resnet20}
+
+
+def _images(x: np.ndarray, shape) -> np.ndarray:
+    x = x.reshape((-1, *shape))
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
+
+
+def load_model(args):
+    """Builds ``--model`` in ``tf_keras`` and loads ``--weights`` into it.
+
+    With ``--check-logits``, raises `ValueError` unless the model's logits on
+    the reference images match the reference logits; returns the model and
+    the largest absolute difference (None without a check).
+    """
+    import tf_keras
+
+    model = MODELS[args.model](tf_keras)
+    with np.load(args.weights) as f:
+        model.set_weights([f[f"arr_{i}"] for i in range(len(f.files))])
+    if not args.check_logits:
+        return model, None
+    with np.load(args.check_logits) as f:
+        images, expected = f["images"], f["logits"]
+    logits = model.predict(_images(images, model.input_shape[1:]), verbose=0)
+    diff = float(np.max(np.abs(logits - expected)))
+    scale = max(float(np.max(np.abs(expected))), 1.0)
+    if not diff <= 1e-4 * scale:
+        raise ValueError(
+            f"The tf_keras {args.model} does not reproduce the Keras 3 logits of "
+            f"{args.check_logits}: max |difference| = {diff:.3g} (logits up to "
+            f"{scale:.3g}). The weights were loaded into the wrong layers."
+        )
+    return model, diff
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="lenet5", choices=sorted(MODELS))
     p.add_argument("--weights", required=True, help=".npz of the dense weights")
-    p.add_argument("--data", required=True, help=".npz with the train/test arrays")
-    p.add_argument("--target", type=float, required=True, help="sparsity in (0, 1)")
+    p.add_argument(
+        "--check-logits",
+        default=None,
+        help=".npz of 'images' and their Keras 3 'logits': check the loaded "
+        "weights against them (alone, without --data: only the check)",
+    )
+    p.add_argument("--data", default=None, help=".npz with the train/test arrays")
+    p.add_argument("--target", type=float, default=None, help="sparsity in (0, 1)")
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="comma-separated names of the layers to prune and count "
+        "(default: every layer with a kernel)",
+    )
     p.add_argument(
         "--layer-sparsity",
         default=None,
-        help="comma-separated sparsity of conv1, conv2, fc1 and logits "
-        "(default: --target for every layer)",
+        help="comma-separated sparsity of each of --layers, in order (default: "
+        "--target for every layer); LeNet-5 without --layers: conv1, conv2, "
+        "fc1 and logits",
     )
     p.add_argument(
         "--epochs",
@@ -102,26 +191,57 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _targets(args, model) -> dict[str, float]:
+    """Sparsity of each pruned layer, by name (the counted layers too)."""
+    kernels = [layer.name for layer in model.layers if hasattr(layer, "kernel")]
+    names = kernels if args.layers is None else _split(args.layers)
+    unknown = sorted(set(names) - set(kernels))
+    if unknown:
+        raise ValueError(
+            f"--layers names layers without a kernel. Expected some of {kernels}. "
+            f"Received: {unknown}"
+        )
+    if args.layer_sparsity is None:
+        return dict.fromkeys(names, args.target)
+    values = [float(v) for v in _split(args.layer_sparsity)]
+    if len(values) != len(names):
+        raise ValueError(
+            f"--layer-sparsity needs one value per pruned layer ({len(names)}: "
+            f"{names}). Received: {len(values)} values"
+        )
+    return dict(zip(names, values, strict=True))
+
+
+def _split(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def run(args) -> dict:
     """Prunes, retrains and evaluates; returns the JSON record."""
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    if not 0.0 < args.target < 1.0 or args.epochs[0] < 1 or args.epochs[1] < 0:
+    tf_keras.utils.set_random_seed(args.seed)
+    model, check = load_model(args)
+    if args.data is None:  # only the loading check
+        return {"model": args.model, "check_max_abs_diff": check}
+    if (
+        args.target is None
+        or not 0.0 < args.target < 1.0
+        or args.epochs[0] < 1
+        or args.epochs[1] < 0
+    ):
         raise ValueError(
             "Expected a target sparsity in (0, 1), at least one pruning epoch and "
             f"retraining epochs >= 0. Received: target={args.target}, "
             f"epochs={list(args.epochs)}"
         )
-    tf_keras.utils.set_random_seed(args.seed)
+    shape = model.input_shape[1:]
     with np.load(args.data) as f:
-        x, y = _images(f["x_train"]), f["y_train"].astype(np.int64)
-        x_test, y_test = _images(f["x_test"]), f["y_test"].astype(np.int64)
-    with np.load(args.weights) as f:
-        weights = [f[f"arr_{i}"] for i in range(len(f.files))]
-    model = lenet5(tf_keras)
-    model.set_weights(weights)
+        x, y = _images(f["x_train"], shape), f["y_train"].astype(np.int64)
+        x_test, y_test = _images(f["x_test"], shape), f["y_test"].astype(np.int64)
+    targets = _targets(args, model)
 
     epochs = sum(args.epochs)
     lrs = [float(v) for v in args.lrs.split(",")] if args.lrs else [args.lr] * epochs
@@ -139,10 +259,9 @@ def run(args) -> dict:
         )
         return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
 
-    if args.layer_sparsity:
-        kernels = [layer.name for layer in model.layers if hasattr(layer, "kernel")]
-        values = [float(v) for v in args.layer_sparsity.split(",")]
-        targets = dict(zip(kernels, values, strict=True))
+    if args.layers is None and args.layer_sparsity is None:
+        pruned = prune(model, args.target)
+    else:
         pruned = tf_keras.models.clone_model(
             model,
             clone_function=lambda layer: (
@@ -151,8 +270,6 @@ def run(args) -> dict:
                 else layer
             ),
         )
-    else:
-        pruned = prune(model, args.target)
     pruned.compile(
         optimizer=tf_keras.optimizers.Adam(lrs[0]),
         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -178,9 +295,7 @@ def run(args) -> dict:
         metrics=["accuracy"],
     )
     accuracy = float(plain.evaluate(x_test, y_test, batch_size=1000, verbose=0)[1])
-    kernels = [
-        layer.kernel.numpy() for layer in plain.layers if hasattr(layer, "kernel")
-    ]
+    kernels = [plain.get_layer(name).kernel.numpy() for name in targets]
     return {
         "accuracy": accuracy,
         "nonzeros": int(sum(np.count_nonzero(k) for k in kernels)),
@@ -192,6 +307,7 @@ def run(args) -> dict:
             "tf_keras": tf_keras.__version__,
             "tfmot": tfmot.__version__,
         },
+        **({} if check is None else {"check_max_abs_diff": check}),
     }
 
 

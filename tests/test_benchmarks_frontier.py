@@ -1,7 +1,12 @@
 """Smoke test of the frontier benchmark on a slice of MNIST (tiny budgets)."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -55,7 +60,7 @@ def test_every_method_measures_resumes_and_plots(frontier, data_dir, tmp_path):
 
 
 def test_jobs_and_keys(frontier):
-    args = frontier._parser().parse_args(["--rates=50,200", "--sweep=1e-4,1e-3"])
+    args = frontier._parser().parse_args(["--rates=50,200", "--sweep=1e-5,1e-3"])
     found = frontier.jobs(args)
     # 2 rates x 5 methods + 2 structures x 3 rates x 2 methods + 1 new sweep job
     assert len(found) == 10 + 12 + 1
@@ -65,3 +70,126 @@ def test_jobs_and_keys(frontier):
     assert frontier.record_key(record) == frontier.Job("admm", "filter", 4.0, 3e-3).key(
         8
     )
+
+
+def test_cifar10_suite_defaults(frontier):
+    def sizes(args):
+        return args.train_limit, args.dense_epochs, tuple(args.epochs)
+
+    args = frontier.parse_args(["--suite=cifar10"])
+    assert sizes(args) == (10000, 10, (2, 2))
+    assert (args.penalty, frontier.parse_args([]).penalty) == (1e-4, 1e-5)
+    found = [(j.method, j.structure, j.target_rate) for j in frontier.jobs(args)]
+    # tfmot unstructured and reweighted/admm filter, each at 2, 4, 8 and 16x.
+    assert sorted(found) == sorted(
+        (method, structure, rate)
+        for method, structure in [
+            ("tfmot", "unstructured"),
+            ("reweighted", "filter"),
+            ("admm", "filter"),
+        ]
+        for rate in (2, 4, 8, 16)
+    )
+    quick = frontier.parse_args(["--suite=cifar10", "--epochs", "4", "4", "--quick"])
+    assert sizes(quick) == (5000, 5, (4, 4))  # explicit flags win
+    assert sizes(frontier.parse_args([])) == (None, 5, (4, 4))  # MNIST unchanged
+
+
+def test_cifar10_suite_counts_the_same_kernels(frontier, data_dir, tmp_path):
+    if not Path(data_dir, "cifar10", "cifar10-jpg.tar.gz").exists():
+        pytest.skip(f"No local CIFAR-10 copy under {data_dir}")
+    from tf_reweight import models
+
+    results = tmp_path / "frontier_cifar10.json"
+    argv = [
+        "--suite=cifar10",
+        f"--data-dir={data_dir}",
+        f"--cache-dir={tmp_path / 'cache'}",
+        f"--results={results}",
+        "--train-limit=128",
+        "--test-limit=100",
+        "--dense-epochs=1",
+        "--epochs",
+        "1",
+        "1",
+        "--rates=2",
+        "--structured-rates=2",
+        "--plot",
+    ]
+    assert frontier.main(argv) == 0
+    records = json.loads(results.read_text())
+    assert [(r["method"], r["structure"]) for r in records] == [
+        ("dense", "dense"),
+        ("tfmot", "unstructured"),
+        ("reweighted", "filter"),
+        ("admm", "filter"),
+    ]
+    kernels = {
+        layer.name: int(np.prod(layer.kernel.shape))
+        for layer in models.resnet20().layers
+        if hasattr(layer, "kernel")
+    }
+    # Every method counts the convolutions of the residual stages only: the stem
+    # convolution and the logits stay dense.
+    counted = sum(kernels.values()) - kernels["conv1"] - kernels["logits"]
+    assert counted == 269_824 and len(kernels) == 22
+    for r in records[1:]:
+        assert (r["model"], r["dataset"]) == ("resnet20", "cifar10")
+        assert r["weights"] == counted
+        assert r["rate"] == pytest.approx(counted / r["nonzeros"])
+        assert r["rate"] == pytest.approx(2.0, rel=0.01)
+        assert r["epochs"] == 2 and r["test_images"] == 100
+    assert records[3]["method_options"]["every"] == 32  # the suite's ADMM default
+    assert (tmp_path / "frontier_cifar10.png").stat().st_size > 10_000
+
+
+def test_tf_keras_resnet20_loads_the_keras3_weights(tmp_path):
+    """The tfmot baseline's ResNet-20 gives the Keras 3 logits (another process)."""
+    import keras
+
+    from tf_reweight import models
+
+    keras.utils.set_random_seed(1)
+    model = models.resnet20()
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # random statistics, so that a swap would show
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = (w.shape for w in layer.get_weights())
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma),
+                    rng.normal(0.0, 0.2, beta),
+                    rng.normal(0.0, 0.2, mean),
+                    rng.uniform(0.5, 1.5, var),
+                ]
+            )
+    images = rng.uniform(0.0, 1.0, (8, 32, 32, 3)).astype("float32")
+    logits = model.predict(images, verbose=0)
+    np.savez(tmp_path / "ref.npz", images=images, logits=logits)
+    weights = model.get_weights()
+    np.savez(tmp_path / "good.npz", *weights)
+    # Two same-shape stage-1 kernels swapped: the check must notice.
+    first, second = [i for i, w in enumerate(weights) if w.shape == (3, 3, 16, 16)][:2]
+    weights[first], weights[second] = weights[second], weights[first]
+    np.savez(tmp_path / "bad.npz", *weights)
+
+    def check(name):
+        return subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).parents[1] / "benchmarks" / "tfmot_baseline.py"),
+                "--model=resnet20",
+                f"--weights={tmp_path / name}",
+                f"--check-logits={tmp_path / 'ref.npz'}",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_USE_LEGACY_KERAS": "1"},
+        )
+
+    good = check("good.npz")
+    assert good.returncode == 0, good.stderr[-2000:]
+    record = json.loads(good.stdout.splitlines()[-1])
+    assert record["check_max_abs_diff"] < 1e-4 * np.abs(logits).max()
+    bad = check("bad.npz")
+    assert bad.returncode != 0 and "wrong layers" in bad.stderr
