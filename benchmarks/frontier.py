@@ -706,6 +706,34 @@ def plot(
     print(f"Wrote {path}", flush=True)
 
 
+def table(records: list[dict], penalties: dict) -> str:
+    """A Markdown table: accuracy (and achieved rate) per target and method.
+
+    Rows are (structure, target rate), columns the methods in `METHODS` order
+    (those present); sweep records (a penalty other than the line's) are left
+    out, as in the plot.
+    """
+    cells, methods = {}, []
+    for r in records:
+        main = penalties.get(r["method"])
+        if r["method"] == "dense" or (
+            r["structure"] == "unstructured" and r.get("penalty") not in (None, main)
+        ):
+            continue
+        row = (r["structure"] != "unstructured", r["structure"], r["target_rate"])
+        cells[row, r["method"]] = f"{100 * r['accuracy']:.2f} ({r['rate']:.4g}x)"
+        methods.append(r["method"])
+    order = [m for m in (*METHODS, *EXTRA_METHODS) if m in methods]
+    lines = [
+        "| structure | target | " + " | ".join(order) + " |",
+        "|---|---|" + "---|" * len(order),
+    ]
+    for row in sorted({key for key, _ in cells}):
+        values = [cells.get((row, m), "") for m in order]
+        lines.append(f"| {row[1]} | {row[2]:g}x | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -718,9 +746,10 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     if not args.plot_only:
         failures = measure(args, results, command)
+    penalties = main_penalties(args)
     if args.plot or args.plot_only:
-        penalties = main_penalties(args)
         plot(load_records(results), results.with_suffix(".png"), penalties, suite)
+    print(table(load_records(results), penalties), flush=True)
     return 1 if failures else 0
 
 
