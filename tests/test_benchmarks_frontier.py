@@ -17,18 +17,25 @@ def frontier():
     return module
 
 
-def test_every_method_measures_resumes_and_plots(frontier, data_dir, tmp_path):
-    results = tmp_path / "frontier.json"
-    argv = [
+def _tiny(data_dir, tmp_path, results, train: int, test: int) -> list[str]:
+    """Arguments of a smoke run: a data slice, one dense and 1 + 1 epochs."""
+    return [
         f"--data-dir={data_dir}",
         f"--cache-dir={tmp_path / 'cache'}",
         f"--results={results}",
-        "--train-limit=256",
-        "--test-limit=200",
+        f"--train-limit={train}",
+        f"--test-limit={test}",
         "--dense-epochs=1",
         "--epochs",
         "1",
         "1",
+    ]
+
+
+def test_every_method_measures_resumes_and_plots(frontier, data_dir, tmp_path):
+    results = tmp_path / "frontier.json"
+    argv = [
+        *_tiny(data_dir, tmp_path, results, 256, 200),
         "--rates=10",
         f"--methods={','.join(frontier.METHODS)},tfmot_global",
         "--structures=filter",
@@ -103,15 +110,7 @@ def test_cifar10_suite_counts_the_same_kernels(frontier, data_dir, tmp_path):
     results = tmp_path / "frontier_cifar10.json"
     argv = [
         "--suite=cifar10",
-        f"--data-dir={data_dir}",
-        f"--cache-dir={tmp_path / 'cache'}",
-        f"--results={results}",
-        "--train-limit=128",
-        "--test-limit=100",
-        "--dense-epochs=1",
-        "--epochs",
-        "1",
-        "1",
+        *_tiny(data_dir, tmp_path, results, 128, 100),
         "--rates=2",
         "--structured-rates=2",
         "--plot",
@@ -139,7 +138,7 @@ def test_cifar10_suite_counts_the_same_kernels(frontier, data_dir, tmp_path):
         assert r["rate"] == pytest.approx(counted / r["nonzeros"])
         assert r["rate"] == pytest.approx(2.0, rel=0.01)
         assert r["epochs"] == 2 and r["test_images"] == 100
-    assert records[3]["method_options"]["every"] == 32  # the suite's ADMM default
+    assert records[3]["method_options"]["every"] == 16  # the suite's ADMM default
     assert (tmp_path / "frontier_cifar10.png").stat().st_size > 10_000
 
 
