@@ -286,6 +286,7 @@ class Bench:
             "retrain_epochs": a.epochs[1],
             "penalty": variant.penalty,
             "mode": variant.mode,
+            "recalibrate_bn": None,  # measured separately below
         }
         result, ratios = prune(
             argparse.Namespace(**{**vars(a), **job}), dense, self.train
