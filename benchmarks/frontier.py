@@ -103,6 +103,7 @@ norm is far larger than a single weight's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -110,7 +111,6 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -134,7 +134,7 @@ QUICK = {
 }
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Suite:
     """A model on a dataset, with its parser defaults (over MNIST's)."""
 
@@ -250,6 +250,12 @@ def _parser(suite: str = "mnist") -> argparse.ArgumentParser:
     p.add_argument("--dense-epochs", type=int, default=5)
     p.add_argument("--penalty", type=float, default=1e-4, help="reweighting lambda")
     p.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="reweighting eps of alpha = 1 / (||W_g|| + eps) (default: 1e-3)",
+    )
+    p.add_argument(
         "--structured-penalty",
         type=float,
         default=None,
@@ -290,7 +296,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Job:
     """One measurement: a method at a target rate (and penalty)."""
 
@@ -298,9 +304,17 @@ class Job:
     structure: str
     target_rate: float
     penalty: float | None
+    eps: float | None = None  # reweighting's eps; None: the library default
 
     def key(self, epochs: int) -> tuple:
-        return (self.method, self.structure, self.target_rate, self.penalty, epochs)
+        return (
+            self.method,
+            self.structure,
+            self.target_rate,
+            self.penalty,
+            epochs,
+            self.eps,
+        )
 
 
 def record_key(record: dict) -> tuple:
@@ -311,31 +325,43 @@ def record_key(record: dict) -> tuple:
         record.get("target_rate"),
         record.get("penalty"),
         record["epochs"],
+        record.get("eps"),
     )
 
 
-def main_penalties(args) -> dict:
-    """The penalty of each penalized method on the frontier lines."""
-    return {
+def main_penalties(args, structured: bool = False) -> dict:
+    """The penalty of each penalized method on the (structured) frontier lines."""
+    penalties = {
         "reweighted": args.penalty,
         "admm": args.admm_rho,
         "group_lasso": args.lasso_penalty,
+    }
+    if structured and args.structured_penalty is not None:
+        penalties["reweighted"] = args.structured_penalty
+    return penalties
+
+
+def main_configs(args) -> dict:
+    """``{(method, structured): (penalty, eps)}`` of the frontier lines."""
+    return {
+        (method, structured): (penalty, args.eps if method == "reweighted" else None)
+        for structured in (False, True)
+        for method, penalty in main_penalties(args, structured).items()
     }
 
 
 def jobs(args) -> list[Job]:
     """Every measurement of the run, in order."""
     penalties = main_penalties(args)
+    structured = main_penalties(args, structured=True)
     methods = _names(args.methods, METHODS + EXTRA_METHODS)
     found = [
         Job(m, "unstructured", rate, penalties.get(m))
         for rate in _floats(args.rates)
         for m in methods
     ]
-    if args.structured_penalty is not None:
-        penalties["reweighted"] = args.structured_penalty
     found += [
-        Job(m, s, rate, penalties.get(m))
+        Job(m, s, rate, structured.get(m))
         for s in _names(args.structures)
         for rate in _floats(args.structured_rates)
         for m in _names(args.structured_methods, STRUCTURED_METHODS)
@@ -344,6 +370,11 @@ def jobs(args) -> list[Job]:
         Job("reweighted", "unstructured", args.sweep_rate, lam)
         for lam in _floats(args.sweep)
     ]
+    if args.eps is not None:
+        found = [
+            dataclasses.replace(j, eps=args.eps) if j.method == "reweighted" else j
+            for j in found
+        ]
     return list(dict.fromkeys(found))
 
 
@@ -463,6 +494,7 @@ class Bench:
             lr=a.lr,
             verbose=a.verbose,
             method_options=options,
+            **({} if job.eps is None else {"eps": job.eps}),
             **self.suite.skips(job.structure),
         )
         rep = api.report(result.model).to_dict()
@@ -626,6 +658,7 @@ def measure(args, results: Path, command: str) -> int:
             "nonzeros": out["nonzeros"],
             "weights": out["weights"],
             **({} if job.penalty is None else {"penalty": job.penalty}),
+            **({} if job.eps is None else {"eps": job.eps}),
             **(
                 {"method_options": out["method_options"]}
                 if "method_options" in out
@@ -640,8 +673,41 @@ def measure(args, results: Path, command: str) -> int:
     return failures
 
 
+def lines(records: list[dict], mains: dict) -> tuple[dict, list, list]:
+    """Splits records into frontier lines, single sweep points and dense rows.
+
+    A line is one method, structure and configuration (penalty, eps) measured
+    at several rates; its label names the configuration unless it is the
+    method's main one (``mains``, from `main_configs`). A lone unstructured
+    record off the main configuration is a sweep point.
+
+    Returns:
+        ``(lines, sweep, dense)``: ``{label: [records]}`` and two lists.
+    """
+    groups: dict[tuple, list] = {}
+    dense = []
+    for r in records:
+        if r["method"] == "dense":
+            dense.append(r)
+            continue
+        config = (r.get("penalty"), r.get("eps"))
+        groups.setdefault((r["method"], r["structure"], config), []).append(r)
+    found, sweep = {}, []
+    for (method, structure, (penalty, eps)), rows in groups.items():
+        main = mains.get((method, structure != "unstructured"), (None, None))
+        main = penalty in (None, main[0]) and eps == main[1]
+        if not main and len(rows) == 1 and structure == "unstructured":
+            sweep.extend(rows)
+            continue
+        label = method if structure == "unstructured" else f"{method} ({structure})"
+        if not main:
+            label += f" λ={penalty:g}" + ("" if eps is None else f" eps={eps:g}")
+        found[label] = sorted(rows, key=lambda r: r["rate"])
+    return found, sweep, dense
+
+
 def plot(
-    records: list[dict], path: Path, penalties: dict, suite: Suite = SUITES["mnist"]
+    records: list[dict], path: Path, mains: dict, suite: Suite = SUITES["mnist"]
 ) -> None:
     """Accuracy vs compression rate (log x), one line per method and structure.
 
@@ -654,19 +720,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[tuple, list] = {}
-    sweep, dense = [], []
-    for r in records:
-        main = penalties.get(r["method"])
-        if r["method"] == "dense":
-            dense.append(r)
-        elif r["structure"] == "unstructured" and r.get("penalty") not in (
-            None,
-            main,
-        ):
-            sweep.append(r)
-        else:
-            series.setdefault((r["method"], r["structure"]), []).append(r)
+    series, sweep, dense = lines(records, mains)
     zoom = (suite.zoom, 100.0)
     if suite.zoom is None:
         top = 100 * max((r["accuracy"] for r in dense), default=1.0)
@@ -675,17 +729,16 @@ def plot(
     for ax, limits in zip(axes, (None, zoom), strict=True):
         for r in dense:
             ax.axhline(100 * r["accuracy"], color="gray", lw=0.8, ls=":", label="dense")
-        for (method, structure), rows in sorted(series.items()):
-            rows.sort(key=lambda r: r["rate"])
-            unstructured = structure == "unstructured"
+        for label, rows in sorted(series.items()):
+            unstructured = rows[0]["structure"] == "unstructured"
+            if unstructured and suite.label_structures:
+                label += " (unstructured)"
             ax.plot(
                 [r["rate"] for r in rows],
                 [100 * r["accuracy"] for r in rows],
                 "-o" if unstructured else "--s",
                 ms=4,
-                label=method
-                if unstructured and not suite.label_structures
-                else f"{method} ({structure})",
+                label=label,
             )
         for r in sweep:
             xy = (r["rate"], 100 * r["accuracy"])
@@ -706,32 +759,31 @@ def plot(
     print(f"Wrote {path}", flush=True)
 
 
-def table(records: list[dict], penalties: dict) -> str:
-    """A Markdown table: accuracy (and achieved rate) per target and method.
+def table(records: list[dict], mains: dict) -> str:
+    """A Markdown table: accuracy (and achieved rate) per target and line.
 
-    Rows are (structure, target rate), columns the methods in `METHODS` order
-    (those present); sweep records (a penalty other than the line's) are left
-    out, as in the plot.
+    Rows are (structure, target rate), columns the lines of `lines` (a
+    structured line shares its method's column); sweep points are left out,
+    as in the plot.
     """
-    cells, methods = {}, []
-    for r in records:
-        main = penalties.get(r["method"])
-        if r["method"] == "dense" or (
-            r["structure"] == "unstructured" and r.get("penalty") not in (None, main)
-        ):
-            continue
-        row = (r["structure"] != "unstructured", r["structure"], r["target_rate"])
-        cells[row, r["method"]] = f"{100 * r['accuracy']:.2f} ({r['rate']:.4g}x)"
-        methods.append(r["method"])
-    order = [m for m in (*METHODS, *EXTRA_METHODS) if m in methods]
-    lines = [
+    series, _, _ = lines(records, mains)
+    cells, columns = {}, []
+    for label, rows in series.items():
+        column = label.split(" (")[0] if "(" in label and "λ" not in label else label
+        columns.append(column)
+        for r in rows:
+            row = (r["structure"] != "unstructured", r["structure"], r["target_rate"])
+            cells[row, column] = f"{100 * r['accuracy']:.2f} ({r['rate']:.4g}x)"
+    known = [m for m in (*METHODS, *EXTRA_METHODS) if m in columns]
+    order = known + sorted(set(columns) - set(known))
+    out = [
         "| structure | target | " + " | ".join(order) + " |",
         "|---|---|" + "---|" * len(order),
     ]
     for row in sorted({key for key, _ in cells}):
-        values = [cells.get((row, m), "") for m in order]
-        lines.append(f"| {row[1]} | {row[2]:g}x | " + " | ".join(values) + " |")
-    return "\n".join(lines)
+        values = [cells.get((row, c), "") for c in order]
+        out.append(f"| {row[1]} | {row[2]:g}x | " + " | ".join(values) + " |")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -746,10 +798,10 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     if not args.plot_only:
         failures = measure(args, results, command)
-    penalties = main_penalties(args)
+    mains = main_configs(args)
     if args.plot or args.plot_only:
-        plot(load_records(results), results.with_suffix(".png"), penalties, suite)
-    print(table(load_records(results), penalties), flush=True)
+        plot(load_records(results), results.with_suffix(".png"), mains, suite)
+    print(table(load_records(results), mains), flush=True)
     return 1 if failures else 0
 
 

@@ -192,3 +192,43 @@ def test_tf_keras_resnet20_loads_the_keras3_weights(tmp_path):
     assert record["check_max_abs_diff"] < 1e-4 * np.abs(logits).max()
     bad = check("bad.npz")
     assert bad.returncode != 0 and "wrong layers" in bad.stderr
+
+
+def test_lines_tell_configurations_from_sweep_points(frontier):
+    mains = frontier.main_configs(frontier.parse_args([]))  # lambda 1e-5; 1e-4
+
+    def record(structure, rate, penalty, eps=None, accuracy=0.99):
+        return {
+            "method": "reweighted",
+            "structure": structure,
+            "target_rate": rate,
+            "rate": rate,
+            "accuracy": accuracy,
+            "penalty": penalty,
+            **({} if eps is None else {"eps": eps}),
+        }
+
+    records = [
+        {"method": "dense", "structure": "dense", "accuracy": 0.99},
+        record("unstructured", 50, 1e-5),
+        record("unstructured", 200, 1e-5),
+        record("unstructured", 200, 1e-4),  # a sweep point
+        record("unstructured", 200, 1e-4, eps=1e-2),  # a second line
+        record("unstructured", 400, 1e-4, eps=1e-2, accuracy=0.98),
+        record("filter", 2, 1e-4),  # the structured line's own lambda
+    ]
+    series, sweep, dense = frontier.lines(records, mains)
+    second = "reweighted λ=0.0001 eps=0.01"
+    assert set(series) == {"reweighted", "reweighted (filter)", second}
+    assert [r["rate"] for r in series[second]] == [200, 400]
+    assert sweep == [records[3]] and dense == records[:1]
+    table = frontier.table(records, mains).splitlines()
+    assert table[0] == f"| structure | target | reweighted | {second} |"
+    assert "| unstructured | 400x |  | 98.00 (400x) |" in table
+    assert "| filter | 2x | 99.00 (2x) |  |" in table
+
+
+def test_eps_applies_to_reweighting_only(frontier):
+    args = frontier.parse_args(["--rates=50", "--structures=", "--eps=1e-2"])
+    found = {j.method: j.eps for j in frontier.jobs(args) if j.target_rate == 50}
+    assert found == dict.fromkeys(frontier.METHODS, None) | {"reweighted": 1e-2}
