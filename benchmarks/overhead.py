@@ -1,0 +1,142 @@
+"""Training-time cost of each pruning method per epoch, side by side, as ratios.
+
+The frontier (`benchmarks/frontier.py`) gives every method the same number of
+epochs, so its ``seconds`` differ only by the per-epoch cost of each method
+and by whatever else the machine was doing. This benchmark measures that
+per-epoch cost alone, in one process and interleaved: each round trains one
+epoch of every method in turn (plain dense training, reweighting with its
+refresh, ADMM with its Z/U steps, static group lasso, masked magnitude
+retraining), so load changes hit all methods alike, and reports each
+method's median epoch time over the rounds divided by the dense one.
+
+Each method's first epoch (tracing and compilation) is a warm-up and is not
+counted. LeNet-5 on the first ``--train-limit`` MNIST training images, batch
+128, the methods' default settings (`tf_reweight.recipes.DEFAULT_PENALTY` and
+`DEFAULT_OPTIONS`), target 50x.
+
+    python benchmarks/overhead.py            # 5 rounds on 20,000 images
+
+Results: ``benchmarks/results/overhead.json``, one record per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from frontier import _versions  # noqa: E402
+
+METHODS = ("dense", "reweighted", "admm", "group_lasso", "magnitude")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--rounds", type=int, default=5, help="timed epochs per method")
+    p.add_argument("--train-limit", type=int, default=20000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--target", default="50x")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="default: TF_REWEIGHT_DATA_DIR")
+    p.add_argument("--results", default=None, help="default: results/overhead.json")
+    return p
+
+
+def build(method: str, target: str):
+    """A compiled LeNet-5 set up for ``method``, and its callbacks.
+
+    The setup is `tf_reweight.recipes.prune`'s own, so the per-epoch work is
+    exactly what the frontier runs (magnitude: pruned at epoch 0).
+    """
+    import tf_reweight as tfr
+    from tf_reweight import models, recipes
+
+    model, callbacks = models.lenet5(), []
+    if method != "dense":
+        setup, callbacks, prune_epoch = recipes._setup(method, None, None, {})
+        model = tfr.apply(model, "unstructured", target, **setup)
+        if prune_epoch is not None:
+            callbacks.append(tfr.HardPrune(epoch=prune_epoch))
+    return recipes.compile_classifier(model, 1e-3), callbacks
+
+
+def measure(args) -> list[dict]:
+    """Interleaved epochs; returns one record per method."""
+    import keras
+
+    from tf_reweight import data
+
+    (x, y), _ = data.load("mnist", args.data_dir)
+    x, y = x[: args.train_limit], y[: args.train_limit]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    keras.utils.set_random_seed(args.seed)
+    runs = {m: build(m, args.target) for m in methods}
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for round_ in range(args.rounds + 1):  # round 0 is the warm-up
+        for m, (model, callbacks) in runs.items():
+            start = time.perf_counter()
+            model.fit(
+                x,
+                y,
+                batch_size=args.batch_size,
+                initial_epoch=round_,
+                epochs=round_ + 1,
+                callbacks=callbacks,
+                verbose=0,
+            )
+            if round_:
+                times[m].append(time.perf_counter() - start)
+        print(
+            f"round {round_}: "
+            + ", ".join(f"{m} {times[m][-1]:.2f}s" for m in methods if times[m]),
+            flush=True,
+        )
+    base = statistics.median(times[methods[0]])
+    return [
+        {
+            "method": m,
+            "model": "lenet5",
+            "dataset": "mnist",
+            "train_images": len(y),
+            "target": args.target,
+            "seconds_per_epoch": round(statistics.median(times[m]), 3),
+            "epoch_seconds": [round(t, 3) for t in times[m]],
+            "ratio": round(statistics.median(times[m]) / base, 3),
+            "relative_to": methods[0],
+        }
+        for m in methods
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser().parse_args(argv)
+    if args.rounds < 1:
+        raise SystemExit(f"Expected --rounds >= 1. Received: --rounds={args.rounds}")
+    records = measure(args)
+    command = shlex.join(["python", "benchmarks/overhead.py", *argv])
+    for r in records:
+        r.update(versions=_versions(), command=command)
+        print(
+            f"{r['method']:>12}: {r['seconds_per_epoch']:.2f} s/epoch, "
+            f"{r['ratio']:.2f}x {r['relative_to']}",
+            flush=True,
+        )
+    path = Path(args.results) if args.results else HERE / "results" / "overhead.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
