@@ -85,7 +85,8 @@ def test_cifar10_suite_defaults(frontier):
 
     args = frontier.parse_args(["--suite=cifar10"])
     assert sizes(args) == (10000, 10, (2, 2))
-    assert (args.penalty, frontier.parse_args([]).penalty) == (1e-4, 1e-5)
+    mnist = frontier.parse_args([])
+    assert (args.penalty, mnist.penalty, mnist.structured_penalty) == (1e-4, 1e-5, 1e-3)
     found = [(j.method, j.structure, j.target_rate) for j in frontier.jobs(args)]
     # tfmot unstructured and reweighted/admm filter, each at 2, 4, 8 and 16x.
     assert sorted(found) == sorted(
@@ -195,7 +196,7 @@ def test_tf_keras_resnet20_loads_the_keras3_weights(tmp_path):
 
 
 def test_lines_tell_configurations_from_sweep_points(frontier):
-    mains = frontier.main_configs(frontier.parse_args([]))  # lambda 1e-5; 1e-4
+    mains = frontier.main_configs(frontier.parse_args(["--structured-penalty=1e-4"]))
 
     def record(structure, rate, penalty, eps=None, accuracy=0.99):
         return {
