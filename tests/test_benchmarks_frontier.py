@@ -140,6 +140,9 @@ def test_cifar10_suite_counts_the_same_kernels(frontier, data_dir, tmp_path):
         assert r["rate"] == pytest.approx(2.0, rel=0.01)
         assert r["epochs"] == 2 and r["test_images"] == 100
     assert records[3]["method_options"]["every"] == 16  # the suite's ADMM default
+    # tf_reweight's models are tested after BatchNorm recalibration, tfmot's not.
+    assert [r.get("recalibrate_bn") for r in records[1:]] == [None, 128, 128]
+    assert 0.0 <= records[2]["accuracy_before_recalibration"] <= 1.0
     assert (tmp_path / "frontier_cifar10.png").stat().st_size > 10_000
 
 
