@@ -651,7 +651,7 @@ def measure(args, results: Path, command: str) -> int:
         "command": command,
     }
     sizes = {"train_images": len(bench.train[0]), "test_images": len(bench.test[0])}
-    dense_key = ("dense", "dense", 1.0, None, args.dense_epochs)
+    dense_key = ("dense", "dense", 1.0, None, args.dense_epochs, None)
     if dense_key not in {record_key(r) for r in load_records(results)}:
         dense = {"method": "dense", "structure": "dense", "target_rate": 1.0}
         record = {
