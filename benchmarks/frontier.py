@@ -345,6 +345,10 @@ class Job:
         )
 
 
+# Fields of `Bench.run`'s result that only some jobs have.
+OPTIONAL_FIELDS = ("method_options", "recalibrate_bn", "accuracy_before_recalibration")
+
+
 def record_key(record: dict) -> tuple:
     """The resume key of a stored record."""
     return (
@@ -698,11 +702,7 @@ def measure(args, results: Path, command: str) -> int:
             "weights": out["weights"],
             **({} if job.penalty is None else {"penalty": job.penalty}),
             **({} if job.eps is None else {"eps": job.eps}),
-            **(
-                {"method_options": out["method_options"]}
-                if "method_options" in out
-                else {}
-            ),
+            **{k: out[k] for k in OPTIONAL_FIELDS if k in out},
             **sizes,
             "versions": out.get("versions") or _versions(),
             "command": command,
