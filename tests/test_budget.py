@@ -59,3 +59,17 @@ def test_global_structured_budget_is_scale_free_across_layers():
     f = structures.get("filter")
     keep = budget.allocate([f, f], kernels, 0.75)
     assert keep == [4, 4]
+
+
+def test_the_unit_every_kernel_keeps_counts_against_the_global_budget():
+    rng = np.random.default_rng(4)
+    # Relative to its layer's RMS, half of the first kernel's filters score
+    # about 1.4 and all of the second's about 1: ranked alone, the first
+    # kernel would take the whole budget and the second get its one filter on
+    # top of it.
+    first = rng.normal(size=(3, 3, 4, 16))
+    first[..., 8:] = 0.0
+    second = rng.normal(size=(3, 3, 4, 16))
+    f = structures.get("filter")
+    keep = budget.allocate([f, f], [first, second], 1 - 4 / 32)
+    assert keep == [3, 1]  # four filters in all, as the target says

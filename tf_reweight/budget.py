@@ -116,10 +116,15 @@ def allocate(
     )
     total = sum(math.prod(shapes[i]) for i in pooled)
     budget = (1.0 - sparsity) * total
+    # Every kernel's best unit ranks first, so the one unit each kernel keeps
+    # counts against the budget instead of being added on top of it.
+    for i in pooled:
+        units = np.flatnonzero(owner == i)
+        scores[units[np.argmax(scores[units])]] = np.inf
     order = np.argsort(-scores, kind="stable")
     cumulative = np.cumsum(weight[order])
-    taken = int(np.argmin(np.abs(cumulative - budget))) + 1
+    taken = max(int(np.argmin(np.abs(cumulative - budget))) + 1, len(pooled))
     counts = np.bincount(owner[order[:taken]], minlength=len(structures))
     for i in pooled:
-        keep[i] = max(int(counts[i]), 1)
+        keep[i] = int(counts[i])
     return keep
