@@ -766,6 +766,8 @@ def plot(
         zoom = (max(0.0, 10 * np.floor(top / 10) - 20), min(100.0, top + 5))
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     for ax, limits in zip(axes, (None, zoom), strict=True):
+        colors = plt.get_cmap("tab10").colors + plt.get_cmap("tab20").colors[1::2]
+        ax.set_prop_cycle(color=colors)  # distinct colors for up to 20 lines
         for r in dense:
             ax.axhline(100 * r["accuracy"], color="gray", lw=0.8, ls=":", label="dense")
         for label, rows in sorted(series.items()):
