@@ -280,8 +280,8 @@ def _parser(suite: str = "mnist") -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="recompute BatchNorm statistics on the first N training images "
-        "after pruning, before the test (tf_reweight methods)",
+        help="recompute BatchNorm statistics on N training images (a fixed "
+        "random sample) after pruning, before the test (tf_reweight methods)",
     )
     p.add_argument(
         "--structured-penalty",
@@ -542,14 +542,13 @@ class Bench:
         }
         if options:
             out["method_options"] = options
-        if a.recalibrate_bn:
-            from tf_reweight import recalibrate_batchnorm
-
+        if a.recalibrate_bn:  # as recipes.prune(recalibrate_bn=N) does it
             out["accuracy_before_recalibration"] = out["accuracy"]
-            x = self.train[0][: a.recalibrate_bn]
-            recalibrate_batchnorm(result.model, x, a.batch_size)
+            x = self.train[0]
+            size = recipes._check_recalibrate(a.recalibrate_bn, result.model, x)
+            recipes._recalibrate(result.model, x, size, a.batch_size)
             out["accuracy"] = float(result.model.evaluate(*self.test, verbose=0)[1])
-            out["recalibrate_bn"] = len(x)
+            out["recalibrate_bn"] = size
         return out
 
     def _tfmot_data(self) -> Path:

@@ -304,14 +304,12 @@ class Bench:
         }
         if ratios is not None:
             out["allocated"] = ",".join(f"{n}:{r:.4f}" for n, r in ratios.items())
-        if a.recalibrate_bn:
-            import numpy as np
-
-            from tf_reweight import recalibrate_batchnorm
+        if a.recalibrate_bn:  # as recipes.prune(recalibrate_bn=N) does it
+            from tf_reweight import recipes
 
             x = self.train[0]
-            rows = np.random.default_rng(0).permutation(len(x))[: a.recalibrate_bn]
-            recalibrate_batchnorm(result.model, x[np.sort(rows)], a.batch_size)
+            size = recipes._check_recalibrate(a.recalibrate_bn, result.model, x)
+            recipes._recalibrate(result.model, x, size, a.batch_size)
             recal = self.evaluate(result.model)
             out["recal_accuracy"] = recal["accuracy"]
             out["recal_robust_accuracy"] = recal["robust_accuracy"]
