@@ -66,6 +66,8 @@ class Variant:
         options: ``(name, value)`` pairs for the method's phase-1 callback.
         mode: The MRS probe (``"perturb"`` or ``"prune"``) of ``"mrs"``.
         penalty: The method's penalty; None for `recipes.DEFAULT_PENALTY`.
+        bounded: Bounded reweighting; None for the library default
+            (`tf_reweight.mrpf.default_bounded`).
     """
 
     method: str
@@ -73,6 +75,7 @@ class Variant:
     options: tuple = ()
     mode: str = "perturb"
     penalty: float | None = None
+    bounded: bool | None = None
 
 
 VARIANTS = {
@@ -81,6 +84,7 @@ VARIANTS = {
     "mrs_reweighted": Variant("reweighted", "mrs"),
     "mrs_prune_reweighted": Variant("reweighted", "mrs", mode="prune"),
     "uniform_reweighted": Variant("reweighted", "uniform"),
+    "reweighted_unbounded": Variant("reweighted", bounded=False),
     "reweighted_1e-5": Variant("reweighted", penalty=1e-5),
     "mrs_prune_reweighted_1e-5": Variant(
         "reweighted", "mrs", mode="prune", penalty=1e-5
@@ -211,6 +215,7 @@ def record_key(record: dict) -> tuple:
             "train_samples",
             "recalibrate_bn",
             "max_ratio",
+            "seed",
         )
     )
 
@@ -255,11 +260,29 @@ class Bench:
         print(f"Dense checkpoint: {self.dir / 'dense.keras'} (trained)", flush=True)
         return info
 
+    def dense_metrics(self) -> dict:
+        """The dense checkpoint's facts, evaluated like this run's models.
+
+        The cached facts hold the evaluation of the run that trained the
+        checkpoint; another ``--eval-limit`` evaluates the checkpoint again.
+        """
+        info = self.dense_info
+        wanted = min(self.args.eval_limit, len(self.test[1]))
+        if (info["eval_samples"], info.get("attack")) == (wanted, self.attack):
+            return dict(info)
+        dense = self.keras.saving.load_model(self.dir / "dense.keras")
+        return {"seconds": info["seconds"], **self.evaluate(dense)}
+
+    @property
+    def attack(self) -> str:
+        return f"pgd-{self.args.eval_steps}"
+
     def evaluate(self, model) -> dict:
+        """Clean accuracy, PGD accuracy, the number attacked and the attack."""
         from tf_reweight.cli_robust import measure
 
         a = self.args
-        return measure(
+        metrics = measure(
             model,
             self.test,
             a.eps,
@@ -267,10 +290,11 @@ class Bench:
             a.eval_step_size,
             limit=a.eval_limit,
         )
+        return {**metrics, "attack": self.attack}
 
     def run(self, variant: Variant) -> dict:
         """Prunes and evaluates one variant; returns its measured facts."""
-        from tf_reweight import api
+        from tf_reweight import api, mrpf
         from tf_reweight.cli_robust import prune
         from tf_reweight.recipes import DEFAULT_PENALTY
 
@@ -287,14 +311,19 @@ class Bench:
             "penalty": variant.penalty,
             "mode": variant.mode,
             "recalibrate_bn": None,  # measured separately below
+            "bounded": variant.bounded,
         }
         result, ratios = prune(
             argparse.Namespace(**{**vars(a), **job}), dense, self.train
         )
         rep = api.report(result.model)
         penalty = variant.penalty
+        bounded = variant.bounded
         out = {
             "penalty": DEFAULT_PENALTY[variant.method] if penalty is None else penalty,
+            "bounded": mrpf.default_bounded(variant.method)
+            if bounded is None
+            else bounded,
             **self.evaluate(result.model),
             "nonzeros": rep.to_dict()["nonzeros"],
             "weights": rep.to_dict()["weights"],
@@ -330,6 +359,7 @@ def measure(args, results: Path, command: str) -> int:
         "dense_adv_epochs": args.adv_epochs,
         **({"recalibrate_bn": args.recalibrate_bn} if args.recalibrate_bn else {}),
         **({"max_ratio": args.max_ratio} if args.max_ratio else {}),
+        **({"seed": args.seed} if args.seed else {}),
     }
     jobs = [("dense", None)] + [(m, VARIANTS[m]) for m in _names(args.methods)]
     failures = 0
@@ -347,7 +377,7 @@ def measure(args, results: Path, command: str) -> int:
             continue
         print(f"{label}: running", flush=True)
         try:
-            out = dict(bench.dense_info) if variant is None else bench.run(variant)
+            out = bench.dense_metrics() if variant is None else bench.run(variant)
         except Exception:  # keep measuring the other methods, report at the end
             traceback.print_exc()
             failures += 1

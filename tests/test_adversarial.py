@@ -51,7 +51,8 @@ def test_adversarial_training_beats_clean_training_under_pgd(mnist):
 class ShiftAttack(AdversarialModel):
     """A deterministic stand-in attack, so the objective has a closed form."""
 
-    def adversarial_examples(self, x, y, objective="ce"):
+    def adversarial_examples(self, x, y, objective="ce", training=False):
+        self.crafted_in_training_mode = training
         return x + self.eps
 
 
@@ -87,6 +88,33 @@ def test_training_objective_matches_numpy(kwargs):
     }[model.loss_type]
     assert logs["loss"] == pytest.approx(expected + penalty, rel=1e-4)
     assert logs["adv_loss"] == pytest.approx(ce_adv + penalty, rel=1e-4)
+    assert model.crafted_in_training_mode is True
+
+
+def test_training_mode_examples_attack_the_function_being_trained():
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(64, 5)).astype("float32"), rng.integers(0, 3, 64)
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(8),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(3),
+        ]
+    )
+    bn = net.layers[1]
+    bn.moving_mean.assign(np.full(8, 5.0))  # Stale statistics, as after pruning.
+    model = AdversarialModel(net, attack="pgd", eps=0.3, steps=10, clip=None)
+
+    def training_loss(inputs):
+        return float(CE(y, net(inputs, training=True)))
+
+    in_inference = model.adversarial_examples(x, y)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), np.full(8, 5.0))
+    in_training = model.adversarial_examples(x, y, training=True)
+    assert not np.allclose(bn.moving_mean.numpy(), 5.0)  # Updated, as in `fit`.
+    assert training_loss(in_training) > training_loss(in_inference) + 0.1
 
 
 def test_constraints_keep_pruned_weights_at_zero(mnist):
@@ -107,7 +135,13 @@ def test_save_and_load_keeps_predictions_and_attack(mnist, tmp_path):
     x, y, xt, yt = mnist
     keras.utils.set_random_seed(0)
     model = AdversarialModel(
-        _mlp(), attack="fgsm", eps=0.2, norm=2, clean_weight=0.25, clip=(0.0, 1.0)
+        _mlp(),
+        attack="fgsm",
+        eps=0.2,
+        norm=2,
+        clean_weight=0.25,
+        clip=(0.0, 1.0),
+        attack_training=False,
     )
     model.compile("adam", CE, metrics=["accuracy"])
     model.fit(x[:256], y[:256], epochs=1, batch_size=64, verbose=0)
@@ -127,6 +161,7 @@ def test_save_and_load_keeps_predictions_and_attack(mnist, tmp_path):
         "norm",
         "clean_weight",
         "clip",
+        "attack_training",
     ]
     assert {k: loaded.get_config()[k] for k in attack_keys} == {
         k: model.get_config()[k] for k in attack_keys

@@ -69,6 +69,17 @@ def test_methods_measure_at_equal_budget_and_resume(robust, data_dir, tmp_path):
 
     assert robust.main(argv) == 0  # everything is already there
     assert json.loads(results.read_text()) == records
+    assert [r.get("bounded") for r in records[1:]] == [None, True, True]
+    assert robust.record_key({**records[1], "seed": 1}) != robust.record_key(records[1])
+
+    # Another evaluation size evaluates the cached dense model again.
+    same = [a for a in argv if not a.startswith(("--eval-limit", "--methods"))]
+    more = ["--eval-limit=16", "--methods=reweighted_unbounded"]
+    assert robust.main([*same, *more]) == 0
+    dense, unbounded = json.loads(results.read_text())[len(records) :]
+    assert dense["eval_samples"] == unbounded["eval_samples"] == 16
+    assert dense["seconds"] == records[0]["seconds"]
+    assert unbounded["bounded"] is False
 
 
 def test_quick_suite_settings(robust):

@@ -82,6 +82,7 @@ def test_mrs_writes_table_plot_and_ratios(tmp_path, data_dir):
         (["--structure", "rows"], "rows"),
         (["--eval-limit", "0"], "eval-limit"),
         (["--recalibrate-bn", "0"], "recalibrate-bn"),
+        (["--method", "admm", "--no-bounded"], "bounded"),
     ],
 )
 def test_bad_options_fail_before_loading_data(tmp_path, extra, match):

@@ -8,7 +8,8 @@ import pytest
 
 import tf_reweight as tfr
 from tf_reweight import data, recipes
-from tf_reweight.mrpf import default_max_ratio, mrpf, uniform
+from tf_reweight.mrpf import adversarial_prune, default_max_ratio, mrpf, uniform
+from tf_reweight.pruning import wrappers
 from tf_reweight.sensitivity import allocate_ratios
 
 TARGET = 0.8
@@ -115,6 +116,7 @@ def test_uniform_magnitude_prunes_smallest_dense_weights_at_one_ratio(dense, mni
         ({"layers": ["nope"]}, "nope"),
         ({"recalibrate_bn": -1}, "recalibrate_bn"),
         ({"recalibrate_bn": True}, "no BatchNormalization"),
+        ({"method": "admm", "bounded": False}, "bounded"),
     ],
 )
 def test_invalid_options_raise_before_any_training(dense, kwargs, match):
@@ -131,6 +133,14 @@ def test_invalid_options_raise_before_any_training(dense, kwargs, match):
         )
     for old, new in zip(before, dense.get_weights(), strict=True):
         np.testing.assert_array_equal(old, new)
+
+
+@pytest.mark.parametrize("bounded, expected", [(None, True), (False, False)])
+def test_adversarial_reweighting_is_bounded_by_default(dense, mnist, bounded, expected):
+    out = adversarial_prune(
+        dense, mnist, 0.8, phase1_epochs=0, retrain_epochs=0, bounded=bounded
+    )
+    assert [w.method.bounded for w in wrappers(out.model)] == [expected] * 3
 
 
 def test_mrs_allocation_needs_probe_data(dense):

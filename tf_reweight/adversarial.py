@@ -24,7 +24,8 @@ class AdversarialModel(keras.Model):
     """Trains a classifier on adversarial examples.
 
     Each training step crafts adversarial examples ``x_adv`` for the batch
-    (the model in inference mode, true labels) and minimizes
+    (true labels; the model in training mode, as in the update, unless
+    ``attack_training=False``) and minimizes
 
     - ``loss_type="ce"``:
       ``clean_weight * L(x) + (1 - clean_weight) * L(x_adv) + R``;
@@ -61,6 +62,16 @@ class AdversarialModel(keras.Model):
         loss_type: ``"ce"`` or ``"trades"``.
         trades_beta: Weight ``>= 0`` of the TRADES KL term.
         clip: ``(min, max)`` range of valid inputs, or None.
+        attack_training: Craft the training examples with the model in
+            training mode (BatchNormalization on batch statistics, dropout
+            on), the function the update differentiates; its forward passes
+            then also update the moving statistics, as in the reference
+            implementations. False crafts them in inference mode: with stale
+            moving statistics (a freshly pruned network, a short run) those
+            examples attack another function, and training loses its
+            robustness (ResNet-20 at 16x: 42% adversarial training accuracy
+            in training mode against 10% clean in inference mode).
+            Evaluation always attacks the inference mode.
         **kwargs: Passed to `keras.Model` (``name``, ``trainable``, ...).
 
     Example:
@@ -98,6 +109,7 @@ class AdversarialModel(keras.Model):
         loss_type: str = "ce",
         trades_beta: float = 6.0,
         clip: tuple[float, float] | None = (0.0, 1.0),
+        attack_training: bool = True,
         **kwargs,
     ):
         _check_options(attack, clean_weight, loss_type, trades_beta)
@@ -120,11 +132,12 @@ class AdversarialModel(keras.Model):
         self.loss_type = loss_type
         self.trades_beta = float(trades_beta)
         self.clip = None if clip is None else tuple(float(c) for c in clip)
+        self.attack_training = bool(attack_training)
         self.adv_loss_tracker = keras.metrics.Mean(name="adv_loss")
         self.adv_accuracy = keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy")
         self._kl = keras.losses.KLDivergence()
-        # One callable for all attacks: cleverhans retraces for each new one.
-        self._logits_fn = self._inference_logits
+        # One callable per mode: cleverhans retraces for each new one.
+        self._logits_fns = {False: self._inference_logits, True: self._training_logits}
 
     def call(self, inputs, training=None):
         if self.model is None:
@@ -134,10 +147,10 @@ class AdversarialModel(keras.Model):
             )
         return self.model(inputs, training=training)
 
-    def adversarial_examples(self, x, y, objective: str = "ce"):
+    def adversarial_examples(self, x, y, objective: str = "ce", training: bool = False):
         """Crafts adversarial examples for a batch with the configured attack.
 
-        The model runs in inference mode. No gradient flows through the result.
+        No gradient flows through the result.
 
         Args:
             x: A batch of inputs.
@@ -145,6 +158,9 @@ class AdversarialModel(keras.Model):
             objective: What the attack maximizes: ``"ce"``, the cross entropy
                 with ``y``, or ``"kl"``, the KL divergence from the clean
                 prediction (the TRADES attack).
+            training: Run the model in training mode (batch statistics,
+                dropout; BatchNormalization moving statistics are updated)
+                instead of inference mode.
 
         Returns:
             The adversarial batch, a float32 tensor shaped like ``x``.
@@ -159,20 +175,21 @@ class AdversarialModel(keras.Model):
                 f"Received: objective={objective!r}"
             )
         attacks.check_labels(x, y)
+        logits_fn = self._logits_fns[bool(training)]
         labels, loss_fn = y, None
         if objective == "kl":
-            labels = tf.nn.softmax(self._logits_fn(x))
+            labels = tf.nn.softmax(logits_fn(x))
             loss_fn = _kl_per_example
         options = dict(
             step_size=self.step_size, norm=self.norm, clip=self.clip, loss_fn=loss_fn
         )
         if self.attack == "pgd":
             x_adv = attacks.pgd(
-                self._logits_fn, x, labels, self.eps, steps=self.steps, **options
+                logits_fn, x, labels, self.eps, steps=self.steps, **options
             )
         else:
             x_adv = attacks.fgsm(
-                self._logits_fn, x, labels, self.eps, rand_init=True, **options
+                logits_fn, x, labels, self.eps, rand_init=True, **options
             )
         return tf.stop_gradient(x_adv)
 
@@ -184,7 +201,9 @@ class AdversarialModel(keras.Model):
         # cleverhans' shared tf.function, which cannot create them.
         clean_pred = self(x, training=False)
         trades = self.loss_type == "trades"
-        x_adv = self.adversarial_examples(x, y, "kl" if trades else "ce")
+        x_adv = self.adversarial_examples(
+            x, y, "kl" if trades else "ce", training=self.attack_training
+        )
         with tf.GradientTape() as tape:
             adv_logits = self(x_adv, training=True)
             adv_loss = self.compute_loss(x_adv, y, adv_logits, sample_weight)
@@ -239,6 +258,7 @@ class AdversarialModel(keras.Model):
             loss_type=self.loss_type,
             trades_beta=self.trades_beta,
             clip=None if self.clip is None else list(self.clip),
+            attack_training=self.attack_training,
         )
         return config
 
@@ -263,6 +283,9 @@ class AdversarialModel(keras.Model):
 
     def _inference_logits(self, x):
         return self(x, training=False)
+
+    def _training_logits(self, x):
+        return self(x, training=True)
 
     def _update_adversarial_metrics(self, y, adv_logits, adv_loss, sample_weight):
         batch = tf.shape(adv_logits)[0]

@@ -110,6 +110,12 @@ def add_parsers(subparsers) -> None:
     r.add_argument("--allocation", default="global", choices=ALLOCATIONS)
     r.add_argument("--structure", default="unstructured")
     r.add_argument("--penalty", type=float, default=None, help="default per method")
+    r.add_argument(
+        "--bounded",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bounded reweighting (default: on for --method reweighted)",
+    )
     r.add_argument("--reweight-epochs", type=int, default=2, help="penalized epochs")
     r.add_argument("--retrain-epochs", type=int, default=2)
     r.add_argument("--eval-steps", type=int, default=None, help="PGD steps")
@@ -178,7 +184,8 @@ def _resolve(args) -> None:
         if args.recalibrate_bn is not None:
             counts["recalibrate_bn"] = 1
         structures.get(args.structure)
-        recipes._setup(args.method, args.penalty, None, {})
+        bounded = {} if args.bounded is None else {"bounded": args.bounded}
+        recipes._setup(args.method, args.penalty, None, bounded)
     for name, low in counts.items():
         if getattr(args, name) < low:
             raise ValueError(
@@ -328,6 +335,7 @@ def prune(args, dense, train):
         "verbose": args.verbose,
         "method_options": getattr(args, "method_options", None),
         "recalibrate_bn": getattr(args, "recalibrate_bn", None),
+        "bounded": getattr(args, "bounded", None),
     }
     if args.allocation == "global":
         result = mrpf.adversarial_prune(
@@ -362,7 +370,7 @@ def prune(args, dense, train):
 def robust(args) -> dict:
     """``tf-reweight robust``: returns the record written to ``report.json``."""
     import tf_reweight as tfr
-    from tf_reweight import reporting
+    from tf_reweight import mrpf, reporting
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -390,6 +398,9 @@ def robust(args) -> dict:
         "dataset": args.dataset,
         "method": args.method,
         "allocation": args.allocation,
+        "bounded": mrpf.default_bounded(args.method)
+        if args.bounded is None
+        else args.bounded,
         "structure": args.structure,
         "target": args.target,
         "eps": args.eps,

@@ -64,6 +64,21 @@ def default_max_ratio(target: float) -> float:
     return 1.0 - (1.0 - target) / MAX_RATE_FACTOR
 
 
+def default_bounded(method: str) -> bool | None:
+    """Whether adversarial pruning with ``method`` uses bounded reweighting.
+
+    True for ``"reweighted"`` (see `adversarial_prune`), None for methods
+    without a reweighted penalty.
+
+    Args:
+        method: One of `tf_reweight.recipes.METHODS`.
+
+    Returns:
+        The default of the ``bounded`` option.
+    """
+    return True if method == "reweighted" else None
+
+
 @dataclasses.dataclass
 class MRPFResult:
     """What `mrpf` (or `uniform`) produced.
@@ -133,6 +148,7 @@ def adversarial_prune(
     verbose: int = 1,
     method_options: dict | None = None,
     recalibrate_bn: int | bool | None = None,
+    bounded: bool | None = None,
     **apply_kwargs,
 ) -> recipes.PruneResult:
     """`tf_reweight.recipes.prune`, with every epoch trained adversarially.
@@ -147,6 +163,13 @@ def adversarial_prune(
     statistics, averaged during training over adversarial inputs and the
     network before its hard prune, are then recomputed on clean training
     inputs (`tf_reweight.recalibrate_batchnorm`).
+
+    Reweighting is *bounded* here by default (``bounded=True``): the groups
+    the target keeps are exempt from the penalty from the first refresh on,
+    so adversarial training only presses the groups that will be pruned. On
+    LeNet-5 / MNIST at 16x (eps 0.3, PGD-40, ``benchmarks/robust.py``) that
+    kept 59.2% robust accuracy against 54.6% unbounded (55.2% for ADMM),
+    while clean pruning (`recipes.prune`) does better unbounded.
 
     Args:
         model: A trained dense Keras model (left unchanged).
@@ -170,6 +193,8 @@ def adversarial_prune(
         recalibrate_bn: After training, recompute the BatchNorm moving
             statistics on a fixed random sample of this many clean training
             inputs (True: all of them); None or False to keep them.
+        bounded: Bounded reweighting (see `ReweightedGroupPenalty`); None
+            for True with ``method="reweighted"``. Other methods take None.
         **apply_kwargs: More `tf_reweight.apply` arguments.
 
     Returns:
@@ -189,6 +214,10 @@ def adversarial_prune(
     recipes._check_epochs(phase1_epochs=phase1_epochs, retrain_epochs=retrain_epochs)
     adversarial = dict(attack=attack, eps=eps, steps=steps, step_size=step_size)
     AdversarialModel(None, **adversarial)  # Validates the attack settings.
+    if bounded is None:
+        bounded = default_bounded(method)
+    if bounded is not None:
+        apply_kwargs["bounded"] = bounded
     setup, callbacks, prune_epoch = recipes._setup(
         method, penalty, method_options, apply_kwargs
     )
@@ -322,6 +351,7 @@ def mrpf(
     mrs_options: dict | None = None,
     method_options: dict | None = None,
     recalibrate_bn: int | bool | None = None,
+    bounded: bool | None = None,
 ) -> MRPFResult:
     """MRS-guided pruning with adversarial fine-tuning (MRPF).
 
@@ -391,6 +421,8 @@ def mrpf(
         recalibrate_bn: After fine-tuning, recompute the BatchNorm moving
             statistics on this many clean training inputs (see
             `adversarial_prune`); None or False to keep them.
+        bounded: Bounded reweighting; None for `adversarial_prune`'s
+            default (True with ``method="reweighted"``).
 
     Returns:
         An `MRPFResult` (pruned model, MRS table, ratios, history).
@@ -434,7 +466,8 @@ def mrpf(
             f"weight. Received: max_ratio={max_ratio!r}, target={sparsity}"
         )
     structures.get(structure)
-    recipes._setup(method, penalty, method_options, {})
+    bounded_option = {} if bounded is None else {"bounded": bounded}
+    recipes._setup(method, penalty, method_options, bounded_option)
     AdversarialModel(None, attack, eps, step_size, attack_steps)
     recipes._check_recalibrate(recalibrate_bn, model, train[0])
     if allocation == "mrs" and (x_probe is None or y_probe is None):
@@ -483,6 +516,7 @@ def mrpf(
         verbose=verbose,
         method_options=method_options,
         recalibrate_bn=recalibrate_bn,
+        bounded=bounded,
     )
     return MRPFResult(
         model=result.model,

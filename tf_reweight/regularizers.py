@@ -107,7 +107,9 @@ class ReweightedGroupPenalty(KernelPenalty):
     to be pruned are pressed. Bounded mode is off by default: on LeNet-5 it
     lost to plain reweighting (99.05% vs 99.13% at 50x, 93.2% vs 96.9% at
     630x; see BENCHMARKS.md), because it freezes the set of survivors at the
-    first refresh. With ``squared=True`` the penalty is
+    first refresh. Adversarial pruning (`tf_reweight.mrpf.adversarial_prune`)
+    turns it on by default, because there it kept more robust accuracy. With
+    ``squared=True`` the penalty is
     ``lambda * sum_g alpha_g * ||W_g||^2`` with ``alpha_g = 1/(||W_g||^2 + eps)``.
 
     Args:
