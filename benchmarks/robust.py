@@ -11,7 +11,8 @@ them adversarial; `tf_reweight.mrpf.adversarial_prune`):
 - ``cifar10``: ResNet-20, eps 8/255, FGSM-RS adversarial training (Wong et
   al., step ``1.25 * eps``), PGD-10 evaluation with step 2/255.
 
-Methods (`VARIANTS`; adding one is one entry): ``reweighted`` and ``admm``
+Methods (`VARIANTS`; adding one is one entry): ``reweighted`` (bounded, the
+default of adversarial pruning; ``reweighted_unbounded`` without) and ``admm``
 rank units globally across layers (one budget for the model);
 ``mrs_reweighted`` allocates per-layer ratios by Module Robustness
 Sensitivity (MRPF, `tf_reweight.mrpf.mrpf`; worst-case relative weight
@@ -30,6 +31,8 @@ Clean ``accuracy`` uses the whole test set; ``robust_accuracy`` attacks its
 first ``eval_samples`` images (one random start). Records are appended to
 ``benchmarks/results/robust.json`` (``robust_quick.json`` with ``--quick``);
 a record whose key is already there is skipped, so a run resumes.
+``--seed`` seeds the dense checkpoint and the pruning runs; ``--prune-seed``
+reruns the pruning from the same dense checkpoint with another seed.
 
     python benchmarks/robust.py --suite mnist
     python benchmarks/robust.py --suite cifar10 --quick
@@ -161,7 +164,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=int, default=None, help="first N images")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="dense training and pruning")
+    p.add_argument(
+        "--prune-seed",
+        type=int,
+        default=None,
+        help="another seed for pruning only, from the same dense checkpoint",
+    )
     p.add_argument("--data-dir", default=None, help="default: TF_REWEIGHT_DATA_DIR")
     p.add_argument(
         "--cache-dir", default=str(Path("~/.cache/tf_reweight/bench").expanduser())
@@ -216,6 +225,7 @@ def record_key(record: dict) -> tuple:
             "recalibrate_bn",
             "max_ratio",
             "seed",
+            "prune_seed",
         )
     )
 
@@ -299,7 +309,8 @@ class Bench:
         from tf_reweight.recipes import DEFAULT_PENALTY
 
         a = self.args
-        self.keras.utils.set_random_seed(a.seed)
+        seed = a.seed if a.prune_seed is None else a.prune_seed
+        self.keras.utils.set_random_seed(seed)
         dense = self.keras.saving.load_model(self.dir / "dense.keras")
         job = {
             "method": variant.method,
@@ -360,6 +371,7 @@ def measure(args, results: Path, command: str) -> int:
         **({"recalibrate_bn": args.recalibrate_bn} if args.recalibrate_bn else {}),
         **({"max_ratio": args.max_ratio} if args.max_ratio else {}),
         **({"seed": args.seed} if args.seed else {}),
+        **({} if args.prune_seed is None else {"prune_seed": args.prune_seed}),
     }
     jobs = [("dense", None)] + [(m, VARIANTS[m]) for m in _names(args.methods)]
     failures = 0
@@ -367,6 +379,7 @@ def measure(args, results: Path, command: str) -> int:
         key_fields = {"method": name, "structure": args.structure, **common}
         if variant is None:
             key_fields.update(structure="dense", target_rate=1.0)
+            key_fields.pop("prune_seed", None)  # the same dense checkpoint
             key_fields["epochs"] = args.pretrain_epochs + args.adv_epochs
         else:
             key_fields.update(target_rate=args.rate, epochs=sum(args.epochs))
@@ -392,6 +405,72 @@ def measure(args, results: Path, command: str) -> int:
     return failures
 
 
+def table(records: list[dict], args) -> str:
+    """A Markdown table of the records measured with ``args``' settings.
+
+    One row per method; each accuracy cell lists the runs (``seed`` /
+    ``prune_seed`` pairs, the column header) separated by slashes, then
+    their mean. Records of other suites, budgets or evaluations are left
+    out.
+    """
+    wanted = {
+        "dataset": args.dataset,
+        "model": args.model,
+        "train_attack": train_attack(args),
+        "attack": f"pgd-{args.eval_steps}",
+        "eval_samples": args.eval_limit,
+        "recalibrate_bn": args.recalibrate_bn or None,
+        "max_ratio": args.max_ratio or None,
+        "dense_adv_epochs": args.adv_epochs,
+    }
+    same = [
+        r
+        for r in records
+        if all(r.get(k) == v for k, v in wanted.items())
+        and (args.train_limit is None or r["train_samples"] <= args.train_limit)
+        and (
+            r["method"] == "dense"
+            or (r["epochs"], r["target_rate"]) == (sum(args.epochs), args.rate)
+        )
+    ]
+    runs = sorted(
+        {(r.get("seed", 0), r.get("prune_seed")) for r in same},
+        key=lambda run: (run[0], -1 if run[1] is None else run[1]),
+    )
+    fields = [("accuracy", "clean"), ("robust_accuracy", f"PGD-{args.eval_steps}")]
+    if args.recalibrate_bn:
+        fields += [
+            ("recal_accuracy", "clean, BN recal"),
+            ("recal_robust_accuracy", f"PGD-{args.eval_steps}, BN recal"),
+        ]
+    head = " / ".join(f"s{s}" + ("" if p is None else f" p{p}") for s, p in runs)
+    out = [
+        "| method | rate | " + " | ".join(f"{h} ({head})" for _, h in fields) + " |",
+        "|---|---|" + "---|" * len(fields),
+    ]
+    methods = sorted(
+        dict.fromkeys(r["method"] for r in same), key=lambda m: m != "dense"
+    )
+    for method in methods:
+        # The dense checkpoint belongs to a seed: it shows under its prune seed None.
+        rows = {
+            (r.get("seed", 0), r.get("prune_seed")): r
+            for r in same
+            if r["method"] == method
+        }
+        cells = []
+        for field, _ in fields:
+            values = [rows.get(run, {}).get(field) for run in runs]
+            shown = [v for v in values if v is not None]
+            text = " / ".join("–" if v is None else f"{100 * v:.2f}" for v in values)
+            if len(shown) > 1:
+                text += f" (mean {100 * sum(shown) / len(shown):.2f})"
+            cells.append(text if shown else "")
+        rate = "1x" if method == "dense" else f"{args.rate:g}x"
+        out.append(f"| {method} | {rate} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _configure(argv)
@@ -399,7 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results) if args.results else HERE / "results" / default
     command = shlex.join(["python", "benchmarks/robust.py", *argv])
     print(f"Command: {command}\nResults: {results}", flush=True)
-    return 1 if measure(args, results, command) else 0
+    failures = measure(args, results, command)
+    print(table(load_records(results), args), flush=True)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

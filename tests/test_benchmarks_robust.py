@@ -70,7 +70,9 @@ def test_methods_measure_at_equal_budget_and_resume(robust, data_dir, tmp_path):
     assert robust.main(argv) == 0  # everything is already there
     assert json.loads(results.read_text()) == records
     assert [r.get("bounded") for r in records[1:]] == [None, True, True]
-    assert robust.record_key({**records[1], "seed": 1}) != robust.record_key(records[1])
+    for seed in ("seed", "prune_seed"):
+        other = {**records[1], seed: 1}
+        assert robust.record_key(other) != robust.record_key(records[1])
 
     # Another evaluation size evaluates the cached dense model again.
     same = [a for a in argv if not a.startswith(("--eval-limit", "--methods"))]
@@ -80,6 +82,16 @@ def test_methods_measure_at_equal_budget_and_resume(robust, data_dir, tmp_path):
     assert dense["eval_samples"] == unbounded["eval_samples"] == 16
     assert dense["seconds"] == records[0]["seconds"]
     assert unbounded["bounded"] is False
+
+    args = robust._configure([*same, *more])
+    lines = robust.table(json.loads(results.read_text()), args).splitlines()
+    assert lines[0].startswith("| method | rate | clean (s0) | PGD-3 (s0) |")
+    pgd = f"{100 * unbounded['robust_accuracy']:.2f}"
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| dense",
+        "| reweighted_unbounded",
+    ]
+    assert lines[3].endswith(f" | {pgd} |")
 
 
 def test_quick_suite_settings(robust):
