@@ -155,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ratio", type=float, default=None, help="MRS allocation")
     p.add_argument("--probe-size", type=int, default=512, help="MRS probe images")
     p.add_argument(
+        "--probe-ratio", type=float, default=0.5, help="MRS pruning probe ratio"
+    )
+    p.add_argument(
         "--recalibrate-bn",
         type=int,
         default=None,
@@ -224,6 +227,7 @@ def record_key(record: dict) -> tuple:
             "train_samples",
             "recalibrate_bn",
             "max_ratio",
+            "probe_ratio",
             "seed",
             "prune_seed",
         )
@@ -370,6 +374,7 @@ def measure(args, results: Path, command: str) -> int:
         "dense_adv_epochs": args.adv_epochs,
         **({"recalibrate_bn": args.recalibrate_bn} if args.recalibrate_bn else {}),
         **({"max_ratio": args.max_ratio} if args.max_ratio else {}),
+        **({"probe_ratio": args.probe_ratio} if args.probe_ratio != 0.5 else {}),
         **({"seed": args.seed} if args.seed else {}),
         **({} if args.prune_seed is None else {"prune_seed": args.prune_seed}),
     }
@@ -421,6 +426,7 @@ def table(records: list[dict], args) -> str:
         "eval_samples": args.eval_limit,
         "recalibrate_bn": args.recalibrate_bn or None,
         "max_ratio": args.max_ratio or None,
+        "probe_ratio": args.probe_ratio if args.probe_ratio != 0.5 else None,
         "dense_adv_epochs": args.adv_epochs,
     }
     same = [

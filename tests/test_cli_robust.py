@@ -83,12 +83,20 @@ def test_mrs_writes_table_plot_and_ratios(tmp_path, data_dir):
         (["--eval-limit", "0"], "eval-limit"),
         (["--recalibrate-bn", "0"], "recalibrate-bn"),
         (["--method", "admm", "--no-bounded"], "bounded"),
+        (["--probe-ratio", "1"], "probe-ratio"),
     ],
 )
 def test_bad_options_fail_before_loading_data(tmp_path, extra, match):
     argv = ["robust", "--data-dir", str(tmp_path / "none"), *extra]
     with pytest.raises(ValueError, match=match):
         cli_robust.run(_parse(argv))
+
+
+def test_mrs_probe_options_reach_the_chosen_probe():
+    prune = _parse(["robust", "--probe-ratio", "0.9"])
+    perturb = _parse(["mrs", "--mode", "perturb", "--rho", "0.1"])
+    assert cli_robust._mrs_options(prune) == {"probe_ratio": 0.9}
+    assert cli_robust._mrs_options(perturb) == {"rho": 0.1}
 
 
 def test_fractions_parse_and_dataset_defaults_apply():

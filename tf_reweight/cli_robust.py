@@ -85,6 +85,12 @@ def _add_shared(p: argparse.ArgumentParser, out: str) -> None:
         help="MRS probe: magnitude-prune half a layer, or perturb its weights",
     )
     p.add_argument("--probe-size", type=int, default=256, help="MRS probe images")
+    p.add_argument(
+        "--probe-ratio",
+        type=float,
+        default=0.5,
+        help="fraction of each layer the MRS pruning probe zeroes",
+    )
 
 
 def add_parsers(subparsers) -> None:
@@ -178,6 +184,10 @@ def _resolve(args) -> None:
             f"`--max-ratio` must lie in [target, 1). Received: {args.max_ratio}"
         )
     AdversarialModel(None, args.attack, args.eps, args.step_size, args.attack_steps)
+    if not 0 < args.probe_ratio < 1:
+        raise ValueError(
+            f"`--probe-ratio` must lie in (0, 1). Received: {args.probe_ratio}"
+        )
     counts = {"adv_epochs": 0, "pretrain_epochs": 0, "probe_size": 1}
     if args.command == "robust":
         counts.update(reweight_epochs=0, retrain_epochs=0, eval_limit=1)
@@ -204,6 +214,13 @@ def _data(args):
     if args.train_limit:
         train = (train[0][: args.train_limit], train[1][: args.train_limit])
     return train, test
+
+
+def _mrs_options(args) -> dict:
+    """`module_robustness_sensitivity` options of the chosen probe."""
+    if args.mode == "prune":
+        return {"probe_ratio": args.probe_ratio}
+    return {"rho": args.rho} if hasattr(args, "rho") else {}
 
 
 def _attack(args) -> dict:
@@ -361,6 +378,7 @@ def prune(args, dense, train):
         finetune_epochs=args.reweight_epochs + args.retrain_epochs,
         phase1_epochs=args.reweight_epochs,
         max_ratio=args.max_ratio,
+        mrs_options=_mrs_options(args),
         **attack,
         **options,
     )
@@ -443,7 +461,7 @@ def mrs(args) -> dict:
     dense = robust_dense(args, train, out)
     x, y = train[0][: args.probe_size], train[1][: args.probe_size]
     table = module_robustness_sensitivity(
-        dense, x, y, args.eps, mode=args.mode, rho=args.rho
+        dense, x, y, args.eps, mode=args.mode, **_mrs_options(args)
     )
     ratios = mrs_ratios(table, args.target, max_ratio=args.max_ratio)
     table.to_json(str(out / "mrs.json"))
