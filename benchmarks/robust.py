@@ -384,7 +384,8 @@ def measure(args, results: Path, command: str) -> int:
         key_fields = {"method": name, "structure": args.structure, **common}
         if variant is None:
             key_fields.update(structure="dense", target_rate=1.0)
-            key_fields.pop("prune_seed", None)  # the same dense checkpoint
+            for name in ("prune_seed", "probe_ratio"):  # the same dense checkpoint
+                key_fields.pop(name, None)
             key_fields["epochs"] = args.pretrain_epochs + args.adv_epochs
         else:
             key_fields.update(target_rate=args.rate, epochs=sum(args.epochs))
@@ -426,7 +427,6 @@ def table(records: list[dict], args) -> str:
         "eval_samples": args.eval_limit,
         "recalibrate_bn": args.recalibrate_bn or None,
         "max_ratio": args.max_ratio or None,
-        "probe_ratio": args.probe_ratio if args.probe_ratio != 0.5 else None,
         "dense_adv_epochs": args.adv_epochs,
     }
     same = [
@@ -454,15 +454,18 @@ def table(records: list[dict], args) -> str:
         "| method | rate | " + " | ".join(f"{h} ({head})" for _, h in fields) + " |",
         "|---|---|" + "---|" * len(fields),
     ]
-    methods = sorted(
-        dict.fromkeys(r["method"] for r in same), key=lambda m: m != "dense"
-    )
+
+    def label(r: dict) -> str:
+        ratio = r.get("probe_ratio")
+        return r["method"] + ("" if ratio is None else f" (probe {ratio:g})")
+
+    methods = sorted(dict.fromkeys(map(label, same)), key=lambda m: m != "dense")
     for method in methods:
         # The dense checkpoint belongs to a seed: it shows under its prune seed None.
         rows = {
             (r.get("seed", 0), r.get("prune_seed")): r
             for r in same
-            if r["method"] == method
+            if label(r) == method
         }
         cells = []
         for field, _ in fields:
