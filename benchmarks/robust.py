@@ -384,8 +384,9 @@ def measure(args, results: Path, command: str) -> int:
         key_fields = {"method": name, "structure": args.structure, **common}
         if variant is None:
             key_fields.update(structure="dense", target_rate=1.0)
-            for name in ("prune_seed", "probe_ratio"):  # the same dense checkpoint
-                key_fields.pop(name, None)
+            # The same dense checkpoint whatever the pruning options.
+            for option in ("prune_seed", "probe_ratio", "max_ratio"):
+                key_fields.pop(option, None)
             key_fields["epochs"] = args.pretrain_epochs + args.adv_epochs
         else:
             key_fields.update(target_rate=args.rate, epochs=sum(args.epochs))
@@ -426,7 +427,6 @@ def table(records: list[dict], args) -> str:
         "attack": f"pgd-{args.eval_steps}",
         "eval_samples": args.eval_limit,
         "recalibrate_bn": args.recalibrate_bn or None,
-        "max_ratio": args.max_ratio or None,
         "dense_adv_epochs": args.adv_epochs,
     }
     same = [
@@ -456,8 +456,14 @@ def table(records: list[dict], args) -> str:
     ]
 
     def label(r: dict) -> str:
-        ratio = r.get("probe_ratio")
-        return r["method"] + ("" if ratio is None else f" (probe {ratio:g})")
+        if r["method"] == "dense":
+            return "dense"
+        options = [
+            f"{name} {r[key]:g}"
+            for key, name in (("probe_ratio", "probe"), ("max_ratio", "cap"))
+            if r.get(key) is not None
+        ]
+        return r["method"] + (f" ({', '.join(options)})" if options else "")
 
     methods = sorted(dict.fromkeys(map(label, same)), key=lambda m: m != "dense")
     for method in methods:

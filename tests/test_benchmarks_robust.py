@@ -174,10 +174,14 @@ def test_table_lists_runs_side_by_side_with_their_mean(robust):
             "robust_accuracy": 0.1,
         },
     ]
+    records.append(
+        {**records[1], "max_ratio": 0.95, "accuracy": 0.8, "robust_accuracy": 0.3}
+    )
     lines = robust.table(records, args).splitlines()
     assert lines[0] == "| method | rate | clean (s0 / s0 p1) | PGD-40 (s0 / s0 p1) |"
     assert lines[2:] == [
         "| dense | 1x | 97.00 / – | 60.00 / – |",
         "| admm | 16x | 95.00 / 96.00 (mean 95.50) | 50.00 / 55.00 (mean 52.50) |",
         "| admm (probe 0.9) | 16x | 90.00 / – | 40.00 / – |",
+        "| admm (cap 0.95) | 16x | 80.00 / – | 30.00 / – |",
     ]
