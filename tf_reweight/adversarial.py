@@ -66,7 +66,7 @@ class AdversarialModel(keras.Model):
             training mode (BatchNormalization on batch statistics, dropout
             on), the function the update differentiates; its forward passes
             then also update the moving statistics, as in the reference
-            implementations. False crafts them in inference mode: with stale
+            code of Wong et al. False crafts them in inference mode: with stale
             moving statistics (a freshly pruned network, a short run) those
             examples attack another function, and training loses its
             robustness (ResNet-20 at 16x: 42% adversarial training accuracy
