@@ -70,7 +70,7 @@ class Variant:
         mode: The MRS probe (``"perturb"`` or ``"prune"``) of ``"mrs"``.
         penalty: The method's penalty; None for `recipes.DEFAULT_PENALTY`.
         bounded: Bounded reweighting; None for the library default
-            (`tf_reweight.mrpf.default_bounded`).
+            (`tf_reweight.mrpf.bounded_option`).
     """
 
     method: str
@@ -333,12 +333,11 @@ class Bench:
         )
         rep = api.report(result.model)
         penalty = variant.penalty
-        bounded = variant.bounded
         out = {
             "penalty": DEFAULT_PENALTY[variant.method] if penalty is None else penalty,
-            "bounded": mrpf.default_bounded(variant.method)
-            if bounded is None
-            else bounded,
+            "bounded": mrpf.bounded_option(variant.method, variant.bounded).get(
+                "bounded"
+            ),
             **self.evaluate(result.model),
             "nonzeros": rep.to_dict()["nonzeros"],
             "weights": rep.to_dict()["weights"],

@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def _resolve(args) -> None:
     """Fills dataset defaults and validates everything cheap to check."""
-    from tf_reweight import budget, recipes, structures
+    from tf_reweight import budget, mrpf, recipes, structures
     from tf_reweight.adversarial import AdversarialModel
 
     defaults = DATASET_DEFAULTS[args.dataset]
@@ -194,7 +194,7 @@ def _resolve(args) -> None:
         if args.recalibrate_bn is not None:
             counts["recalibrate_bn"] = 1
         structures.get(args.structure)
-        bounded = {} if args.bounded is None else {"bounded": args.bounded}
+        bounded = mrpf.bounded_option(args.method, args.bounded)
         recipes._setup(args.method, args.penalty, None, bounded)
     for name, low in counts.items():
         if getattr(args, name) < low:
@@ -416,9 +416,7 @@ def robust(args) -> dict:
         "dataset": args.dataset,
         "method": args.method,
         "allocation": args.allocation,
-        "bounded": mrpf.default_bounded(args.method)
-        if args.bounded is None
-        else args.bounded,
+        "bounded": mrpf.bounded_option(args.method, args.bounded).get("bounded"),
         "structure": args.structure,
         "target": args.target,
         "eps": args.eps,

@@ -64,19 +64,27 @@ def default_max_ratio(target: float) -> float:
     return 1.0 - (1.0 - target) / MAX_RATE_FACTOR
 
 
-def default_bounded(method: str) -> bool | None:
-    """Whether adversarial pruning with ``method`` uses bounded reweighting.
+def bounded_option(method: str, bounded: bool | None = None) -> dict:
+    """The ``bounded`` keyword adversarial pruning passes to `tf_reweight.apply`.
 
-    True for ``"reweighted"`` (see `adversarial_prune`), None for methods
-    without a reweighted penalty.
+    ``bounded`` when given, else True for ``"reweighted"`` (see
+    `adversarial_prune`); nothing for other methods, which have no
+    reweighted penalty (`tf_reweight.recipes` rejects the keyword there).
 
     Args:
         method: One of `tf_reweight.recipes.METHODS`.
+        bounded: The caller's choice; None for the default.
 
     Returns:
-        The default of the ``bounded`` option.
+        ``{"bounded": value}``, or ``{}``.
+
+    Example:
+    >>> bounded_option("reweighted")
+    {'bounded': True}
     """
-    return True if method == "reweighted" else None
+    if bounded is None and method == "reweighted":
+        bounded = True
+    return {} if bounded is None else {"bounded": bounded}
 
 
 @dataclasses.dataclass
@@ -214,10 +222,7 @@ def adversarial_prune(
     recipes._check_epochs(phase1_epochs=phase1_epochs, retrain_epochs=retrain_epochs)
     adversarial = dict(attack=attack, eps=eps, steps=steps, step_size=step_size)
     AdversarialModel(None, **adversarial)  # Validates the attack settings.
-    if bounded is None:
-        bounded = default_bounded(method)
-    if bounded is not None:
-        apply_kwargs["bounded"] = bounded
+    apply_kwargs.update(bounded_option(method, bounded))
     setup, callbacks, prune_epoch = recipes._setup(
         method, penalty, method_options, apply_kwargs
     )
@@ -466,8 +471,7 @@ def mrpf(
             f"weight. Received: max_ratio={max_ratio!r}, target={sparsity}"
         )
     structures.get(structure)
-    bounded_option = {} if bounded is None else {"bounded": bounded}
-    recipes._setup(method, penalty, method_options, bounded_option)
+    recipes._setup(method, penalty, method_options, bounded_option(method, bounded))
     AdversarialModel(None, attack, eps, step_size, attack_steps)
     recipes._check_recalibrate(recalibrate_bn, model, train[0])
     if allocation == "mrs" and (x_probe is None or y_probe is None):
