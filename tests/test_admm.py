@@ -16,7 +16,7 @@ def _conv_model(structure, rho=1e-2, target=0.75):
     model = keras.Model(inputs, outputs)
     struct = structures.get(structure)
     target = None if struct.fixed_sparsity is not None else target
-    pruned = tfr.apply(model, struct, target, method=ADMMPenalty(rho))
+    pruned = tfr.apply(model, struct, target, method=ADMMPenalty(rho), layers=["conv"])
     return pruned, pruned.get_layer("conv").pruned_kernels[0]
 
 

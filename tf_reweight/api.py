@@ -10,33 +10,67 @@ from dataclasses import asdict, dataclass
 import keras
 import numpy as np
 
-from tf_reweight import budget, structures
-from tf_reweight.layouts import SUPPORTED_LAYERS, kernel_layouts
+from tf_reweight import budget, structures, walker
+from tf_reweight.layouts import SUPPORTED_LAYERS
 from tf_reweight.pruning import wrappers
 from tf_reweight.regularizers import KernelPenalty, ReweightedGroupPenalty
 from tf_reweight.wrapper import PruningWrapper
 
 
 def check_model(model) -> None:
-    """Raises `ValueError` unless ``model`` is a built Sequential or Functional."""
+    """Raises `ValueError` unless ``model`` is a built Sequential or Functional.
+
+    A subclassed model has no graph of layers to rewrite. Call it on a
+    `keras.Input` inside a Functional model instead; `apply` then prunes the
+    kernels of its sublayers inside it.
+    """
     if not isinstance(model, keras.Model):
         raise ValueError(f"Expected a keras.Model. Received: model={model!r}")
-    if not model.built or not model.inputs:
+    if not walker.is_graph_model(model):
         raise ValueError(
-            "The model must be a built Sequential or Functional model (give it "
-            "an Input, or call it on data first). Received: an unbuilt or "
-            f"subclassed model {model.name!r}"
+            "The model must be a built Sequential or Functional model. A "
+            "subclassed model has no layer graph to rewrite: call it inside a "
+            "Functional model, `inputs = keras.Input(shape); "
+            "tf_reweight.apply(keras.Model(inputs, model(inputs)), ...)`, and "
+            "the kernels of its sublayers are pruned. An unbuilt Sequential "
+            "model needs an Input or a call on data first. Received: "
+            f"model={model.name!r} ({type(model).__name__}, no inputs)"
         )
 
 
-def _plan(model, structure, target, skip_first, skip_last, layers):
+def _check_names(kind: str, names, by_name) -> set[str]:
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"`{kind}` must name layers with a list or dict of strings. "
+            f"Received: {kind}={names!r}"
+        )
+    unknown = sorted(set(names) - set(by_name))
+    if unknown:
+        raise ValueError(
+            f"`{kind}` names layers that are not prunable layers of the model. "
+            f"Expected names among {sorted(by_name)}. Received: {unknown}"
+        )
+    return set(names)
+
+
+def _warn_dense(kernels: list[str], why: str) -> None:
+    if kernels:
+        warnings.warn(
+            f"{why}; these kernels are left dense: {', '.join(kernels)}.",
+            stacklevel=4,
+        )
+
+
+def _plan(model, structure, target, skip_first, skip_last, layers, strict):
     """Validates everything and decides per layer: (structure, sparsity, kernels)."""
-    candidates = [layer for layer in model.layers if kernel_layouts(layer)]
     if wrappers(model):
         raise ValueError(
             "The model already has pruned layers. Expected a plain model; call "
             f"`tf_reweight.strip` first. Received: model={model.name!r}"
         )
+    candidates = [
+        layer for layer in walker.graph_layers(model) if walker.find_kernels(layer)
+    ]
     if not candidates:
         raise ValueError(
             f"The model has no prunable layer. Expected at least one of "
@@ -48,29 +82,22 @@ def _plan(model, structure, target, skip_first, skip_last, layers):
         selected = selected[1:]
     if skip_last:
         selected = selected[:-1]
+    named: set[str] = set()
+    if isinstance(structure, Mapping):
+        named |= _check_names("structure", structure, by_name)
     if isinstance(target, Mapping):
-        unknown = sorted(set(target) - set(by_name))
-        if unknown:
-            raise ValueError(
-                f"Per-layer targets name layers that are not prunable layers of "
-                f"the model. Expected names among {sorted(by_name)}. Received: "
-                f"{unknown}"
-            )
+        named |= _check_names("target", target, by_name)
         selected = [layer for layer in selected if layer.name in target]
     if layers is not None:
-        unknown = sorted(set(layers) - set(by_name))
-        if unknown:
-            raise ValueError(
-                f"`layers` names layers that are not prunable. Expected names "
-                f"among {sorted(by_name)}. Received: layers={unknown}"
-            )
+        named |= _check_names("layers", layers, by_name)
         selected = [layer for layer in selected if layer.name in layers]
-    per_layer_structure = isinstance(structure, Mapping)
-    plan = {}
+    outputs = {id(layer) for layer in walker.output_layers(model)}
+    plan, not_applicable, unfit, protected, reason = {}, [], [], [], ""
+
     for layer in selected:
         struct = structures.get(
             structure.get(layer.name, "unstructured")
-            if per_layer_structure
+            if isinstance(structure, Mapping)
             else structure
         )
         if isinstance(target, Mapping):
@@ -85,17 +112,24 @@ def _plan(model, structure, target, skip_first, skip_last, layers):
         else:
             raw = target
         sparsity = budget.parse_target(raw)
-        kernels = []
-        for layout in kernel_layouts(layer):
-            if not struct.applies_to(layout):
-                warnings.warn(
-                    f"Structure '{struct!r}' does not apply to kernel "
-                    f"'{layout.attr}' {layout.shape} of layer '{layer.name}'; "
-                    "that kernel is left dense.",
-                    stacklevel=3,
-                )
+        if struct.removes_outputs and id(layer) in outputs:
+            if layer.name not in named:
+                protected.append(layer.name)
                 continue
-            struct.check(layout)
+        kernels = []
+        for layout in walker.find_kernels(layer):
+            name = f"{layer.name}/{walker.kernel_name(layer, layout.attr)}"
+            if not struct.applies_to(layout):
+                not_applicable.append(name)
+                continue
+            try:
+                struct.check(layout)
+            except ValueError as error:
+                if strict:
+                    raise
+                unfit.append(f"{name} {layout.shape}")
+                reason = reason or str(error)
+                continue
             struct.check_sparsity(layout, sparsity)
             kernels.append(layout.attr)
         if kernels:
@@ -103,8 +137,18 @@ def _plan(model, structure, target, skip_first, skip_last, layers):
     if not plan:
         raise ValueError(
             "No kernel of the model can be pruned with these settings. Expected "
-            "at least one prunable kernel the structure applies to. Received: "
-            f"structure={structure!r}, layers={layers!r}"
+            "at least one prunable kernel the structure applies to and fits. "
+            f"Received: structure={structure!r}, layers={layers!r}"
+            + (f". It fits none of {unfit}: {reason}" if unfit else "")
+        )
+    _warn_dense(not_applicable, f"Structure '{structure!r}' does not apply there")
+    _warn_dense(unfit, "The structure does not fit them (strict=True raises)")
+    if protected:
+        warnings.warn(
+            f"Layers {protected} produce the model's outputs; filter pruning "
+            "would remove output units (classes), so they are left dense. Name "
+            "them in `layers`, `target` or `structure` to prune them anyway.",
+            stacklevel=3,
         )
     return plan
 
@@ -123,13 +167,23 @@ def apply(
     skip_first: bool = False,
     skip_last: bool = False,
     layers: list[str] | None = None,
+    strict: bool = False,
 ) -> keras.Model:
     """Returns a copy of ``model`` whose prunable layers are set up for pruning.
 
-    Each selected Dense/Conv layer is wrapped in a `PruningWrapper` that owns
-    a mask per kernel and the penalty's state; the weights are copied over.
+    Each selected layer with prunable kernels is wrapped in a `PruningWrapper`
+    that owns a mask per kernel and the penalty's state; the weights are
+    copied over. Layers of nested Functional or Sequential models are wrapped
+    where they are; a layer that holds prunable sublayers (attention, a
+    custom block) is wrapped whole and its sublayers' kernels are pruned.
     The original model is never modified, and every argument is validated
     before anything is built.
+
+    A kernel the structure has no meaning for (see the README's table), or
+    does not fit (N:M on a 3-channel stem, a block larger than the kernel),
+    is left dense with one warning that names the kernels. Filter pruning
+    leaves the layers that produce the model's outputs dense (it would remove
+    classes) unless they are named in ``layers``, ``target`` or ``structure``.
 
     Args:
         model: A built Sequential or Functional Keras model.
@@ -153,6 +207,8 @@ def apply(
         skip_first: Leave the first prunable layer dense.
         skip_last: Leave the last prunable layer dense.
         layers: Restrict pruning to these layer names.
+        strict: Raise instead of leaving kernels the structure does not fit
+            dense.
 
     Returns:
         A new Keras model, ready to compile and fit with the callbacks of
@@ -178,27 +234,44 @@ def apply(
         raise ValueError(
             f"`scope` must be 'global' or 'layer'. Received: scope={scope!r}"
         )
-    plan = _plan(model, structure, target, skip_first, skip_last, layers)
+    plan = _plan(model, structure, target, skip_first, skip_last, layers, strict)
     if isinstance(target, Mapping):
         scope = "layer"
+
+    def wrap(layer, new):
+        if layer.name not in plan:
+            return new
+        struct, sparsity, kernels = plan[layer.name]
+        return PruningWrapper(
+            new, struct, sparsity, scope=scope, method=method, kernels=kernels
+        )
+
+    return _clone(model, wrap, lambda layer: layer)
+
+
+def _clone(model, wrap, source_of):
+    """Clones ``model`` layer by layer and copies the weights over.
+
+    ``source_of(layer)`` is the layer whose config and weights are cloned
+    (the wrapped layer, for a wrapper) and ``wrap(layer, new)`` what takes
+    its place. Operation nodes are cloned without weights; nested models are
+    cloned recursively, shared layers once.
+    """
     pairs = []
 
     def clone(layer):
-        new = layer.__class__.from_config(layer.get_config())
-        if layer.name in plan:
-            struct, sparsity, kernels = plan[layer.name]
-            wrapped = PruningWrapper(
-                new, struct, sparsity, scope=scope, method=method, kernels=kernels
-            )
-            pairs.append((layer, new))
-            return wrapped
-        pairs.append((layer, new))
-        return new
+        source = source_of(layer)
+        new = source.__class__.from_config(source.get_config())
+        if isinstance(source, keras.layers.Layer):
+            if source.built and source.get_build_config() and not new.built:
+                new.build_from_config(source.get_build_config())
+            pairs.append((source, new))
+        return wrap(layer, new)
 
-    pruned = keras.models.clone_model(model, clone_function=clone)
-    for old, new in pairs:
-        new.set_weights(old.get_weights())
-    return pruned
+    cloned = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    for source, new in pairs:
+        new.set_weights(source.get_weights())
+    return cloned
 
 
 def strip(model: keras.Model) -> keras.Model:
@@ -215,24 +288,24 @@ def strip(model: keras.Model) -> keras.Model:
         A new Sequential or Functional model with the original layer types.
     """
     check_model(model)
-    pairs = []
+    masked = []
 
-    def clone(layer):
-        source = layer.layer if isinstance(layer, PruningWrapper) else layer
-        new = source.__class__.from_config(source.get_config())
-        pairs.append((layer, source, new))
+    def wrap(layer, new):
+        if isinstance(layer, PruningWrapper):
+            masked.append((layer, new))
         return new
 
-    plain = keras.models.clone_model(model, clone_function=clone)
-    for old, source, new in pairs:
-        new.set_weights(source.get_weights())
-        if isinstance(old, PruningWrapper):
-            for pk in old.pruned_kernels:
-                kernel = getattr(new, pk.layout.attr)
-                kernel.assign(
-                    keras.ops.convert_to_numpy(pk.variable)
-                    * keras.ops.convert_to_numpy(pk.mask)
-                )
+    plain = _clone(
+        model,
+        wrap,
+        lambda layer: layer.layer if isinstance(layer, PruningWrapper) else layer,
+    )
+    for wrapper, new in masked:
+        for pk in wrapper.pruned_kernels:
+            walker.kernel_variable(new, pk.layout.attr).assign(
+                keras.ops.convert_to_numpy(pk.variable)
+                * keras.ops.convert_to_numpy(pk.mask)
+            )
     return plain
 
 
@@ -332,38 +405,34 @@ def report(model: keras.Model) -> SparsityReport:
 
     Args:
         model: Any built model; wrapped layers report their structure, other
-            prunable layers are listed as ``"dense"``.
+            prunable layers (nested models and sublayers included) are listed
+            as ``"dense"``.
 
     Returns:
         A `SparsityReport`; ``print`` it for a table.
     """
     rows = []
-    for layer in _flat_layers(model):
+    for layer in walker.graph_layers(model):
         if isinstance(layer, PruningWrapper):
-            kernels = {pk.layout.attr: pk.layout for pk in layer.pruned_kernels}
+            pruned = {pk.layout.attr: pk for pk in layer.pruned_kernels}
             inner = layer.layer
         else:
-            kernels, inner = {}, layer
-        for layout in kernel_layouts(inner):
-            value = keras.ops.convert_to_numpy(getattr(inner, layout.attr))
+            pruned, inner = {}, layer
+        for layout in walker.find_kernels(inner):
+            pk = pruned.get(layout.attr)
+            value = keras.ops.convert_to_numpy(
+                walker.kernel_variable(inner, layout.attr)
+            )
+            if pk is not None:
+                value = value * keras.ops.convert_to_numpy(pk.mask)
             rows.append(
                 LayerSparsity(
                     layer=layer.name,
-                    kernel=layout.attr,
+                    kernel=walker.kernel_name(inner, layout.attr),
                     shape=layout.shape,
-                    structure=repr(layer.structure)
-                    if layout.attr in kernels
-                    else "dense",
+                    structure="dense" if pk is None else repr(layer.structure),
                     weights=int(value.size),
                     nonzeros=int(np.count_nonzero(value)),
                 )
             )
     return SparsityReport(rows)
-
-
-def _flat_layers(model):
-    for layer in getattr(model, "layers", []):
-        if hasattr(layer, "layers") and not isinstance(layer, PruningWrapper):
-            yield from _flat_layers(layer)
-        else:
-            yield layer

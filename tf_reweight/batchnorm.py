@@ -19,6 +19,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from tf_reweight import walker
+
 #: Batch size of `recalibrate_batchnorm` with array inputs.
 DEFAULT_BATCH_SIZE = 128
 
@@ -36,11 +38,9 @@ def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization
     Returns:
         The layers, in the model's layer order.
     """
-    # `_flatten_layers` is what `Model.layers` itself uses; unlike `layers` it
-    # also reaches sublayers of custom layers.
     return [
         layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
+        for layer in walker.iter_layers(model)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
 

@@ -10,19 +10,18 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tf_reweight import budget
+from tf_reweight import budget, walker
+from tf_reweight.layouts import kernel_layouts
 from tf_reweight.wrapper import PrunedKernel, PruningWrapper
 
 
 def wrappers(model: keras.Model) -> list[PruningWrapper]:
     """All `PruningWrapper` layers of a model, nested models included."""
-    found = []
-    for layer in getattr(model, "layers", []):
-        if isinstance(layer, PruningWrapper):
-            found.append(layer)
-        elif hasattr(layer, "layers"):
-            found.extend(wrappers(layer))
-    return found
+    return [
+        layer
+        for layer in walker.iter_layers(model)
+        if isinstance(layer, PruningWrapper)
+    ]
 
 
 def require_wrappers(model: keras.Model) -> list[PruningWrapper]:
@@ -94,6 +93,10 @@ def refresh_penalties(model: keras.Model) -> None:
 def hard_prune(model: keras.Model, final: bool = True) -> None:
     """Projects every pruned kernel onto its current target and masks it.
 
+    Where a BatchNormalization layer reads a layer whose filters were pruned,
+    its moving mean of those channels is set to their constant value (see
+    `align_batchnorm`), so inference matches training from the prune on.
+
     Args:
         model: A model with `PruningWrapper` layers.
         final: Mark the wrappers as pruned and switch their penalties off, so
@@ -102,9 +105,66 @@ def hard_prune(model: keras.Model, final: bool = True) -> None:
     """
     for w, pk, keep in allocate(model):
         pk.assign_mask(w.structure.project(pk.canonical(), keep))
+    align_batchnorm(model)
     if final:
         for w in require_wrappers(model):
             w.pruned.assign(np.float32(1.0))
             for pk in w.pruned_kernels:
                 if pk.penalty is not None:
                     pk.penalty.deactivate()
+
+
+def _dead_filters(wrapper: PruningWrapper) -> tuple[np.ndarray, np.ndarray] | None:
+    """The output channels of a wrapped layer whose filters are pruned away.
+
+    Returns ``(dead, value)``: a boolean per output channel and the constant
+    every dead channel then outputs (its bias), or None when the wrapped layer
+    is not a Dense/convolution layer whose output kernel is pruned.
+    """
+    layouts = kernel_layouts(wrapper.layer)
+    if not layouts or not wrapper.structure.removes_outputs:
+        return None
+    last = {pk.layout.attr: pk for pk in wrapper.pruned_kernels}.get(layouts[-1].attr)
+    if last is None:
+        return None
+    mask4 = np.reshape(keras.ops.convert_to_numpy(last.mask), last.layout.canonical)
+    dead = ~np.any(mask4 != 0, axis=(0, 1, 2))
+    bias = getattr(wrapper.layer, "bias", None)
+    value = np.zeros(dead.shape, np.float32)
+    if bias is not None:
+        value = keras.ops.convert_to_numpy(bias).astype(np.float32)
+    return dead, value
+
+
+def align_batchnorm(model: keras.Model) -> None:
+    """Sets BatchNorm statistics of pruned channels to match training mode.
+
+    A filter whose weights are all pruned outputs a constant, its bias. A
+    BatchNormalization layer right after it normalizes that channel to its
+    ``beta`` in training mode (the batch mean is the constant), but with its
+    stale moving mean at inference. Setting the moving mean of those channels
+    to the constant makes both give ``beta``, whatever the moving variance;
+    training keeps it there. Other channels and layers are left alone.
+
+    Args:
+        model: A model with `PruningWrapper` layers.
+    """
+    dead_by_layer = {}
+    for wrapper in wrappers(model):
+        found = _dead_filters(wrapper)
+        if found is not None and found[0].any():
+            dead_by_layer[id(wrapper)] = found
+    if not dead_by_layer:
+        return
+    for layer in walker.graph_layers(model):
+        if not isinstance(layer, keras.layers.BatchNormalization) or not layer.built:
+            continue
+        if layer.axis not in (-1, len(layer.input.shape) - 1):
+            continue
+        found = dead_by_layer.get(id(walker.producer(layer.input)[0]))
+        if found is None or found[0].shape != tuple(layer.moving_mean.shape):
+            continue
+        dead, value = found
+        mean = keras.ops.convert_to_numpy(layer.moving_mean).copy()
+        mean[dead] = value[dead]
+        layer.moving_mean.assign(mean)

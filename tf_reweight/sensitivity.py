@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_reweight import attacks
+from tf_reweight import attacks, walker
 from tf_reweight.layouts import kernel_layouts
 
 MODES = ("perturb", "prune")
@@ -259,7 +259,7 @@ def allocate_ratios(
 
 def _select_layers(model, names):
     found = {}
-    for layer in model._flatten_layers(include_self=False):
+    for layer in walker.iter_layers(model):
         if kernel_layouts(layer):
             if layer.name in found:
                 raise ValueError(

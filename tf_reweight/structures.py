@@ -58,6 +58,9 @@ class Structure:
     # are ranked relative to their layer's RMS (layers are initialized and
     # trained at different scales); single weights by plain magnitude.
     layer_relative_scores = True
+    # Whether pruning a unit removes one of the layer's outputs (a filter):
+    # `tf_reweight.apply` then leaves the layers producing model outputs dense.
+    removes_outputs = False
 
     def applies_to(self, layout: KernelLayout) -> bool:
         """Whether the structure has a meaning for this kernel."""
@@ -181,6 +184,7 @@ class Filter(_PermutedStructure):
     """One group per output channel (filter pruning)."""
 
     name = "filter"
+    removes_outputs = True
     perm = (3, 0, 1, 2)
     lead = 1
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from tf_reweight import regularizers, structures
+from tf_reweight import regularizers, structures, walker
 from tf_reweight.constraints import MaskConstraint
-from tf_reweight.layouts import KernelLayout, kernel_layouts
+from tf_reweight.layouts import KernelLayout
 from tf_reweight.regularizers import KernelPenalty
 
 
@@ -31,13 +31,18 @@ class PrunedKernel:
     """One pruned kernel of a wrapped layer.
 
     Attributes:
-        layout: How the kernel maps to the canonical 4-D view.
+        layout: How the kernel maps to the canonical 4-D view; its ``attr``
+            is the kernel's key in the wrapped layer (see
+            `tf_reweight.walker`).
+        name: A readable name of the kernel, such as ``"kernel"`` or
+            ``"value/kernel"`` for a sublayer's kernel.
         variable: The kernel variable of the wrapped layer.
         mask: The 0/1 mask variable (same shape as the kernel).
         penalty: The bound penalty, or None.
     """
 
     layout: KernelLayout
+    name: str
     variable: keras.Variable
     mask: keras.Variable
     penalty: KernelPenalty | None
@@ -57,22 +62,25 @@ class PrunedKernel:
 
 @keras.saving.register_keras_serializable(package="tf_reweight")
 class PruningWrapper(keras.layers.Wrapper):
-    """Wraps a Dense or convolution layer whose kernels are pruned.
+    """Wraps a layer whose kernels (or whose sublayers' kernels) are pruned.
 
     Users normally get wrappers from `tf_reweight.apply` rather than building
-    them by hand.
+    them by hand. A layer that holds other layers (`MultiHeadAttention`, a
+    custom block, a subclassed model) is wrapped as a whole, and the kernels
+    of its prunable sublayers are pruned inside it.
 
     Args:
-        layer: The layer to prune (Dense, Conv1D, Conv2D, DepthwiseConv2D or
-            SeparableConv2D).
+        layer: The layer to prune: a Dense or convolution layer (see
+            `tf_reweight.layouts.SUPPORTED_LAYERS`) or a layer holding some.
         structure: A structure name or `tf_reweight.structures.Structure`.
         target: The final sparsity of this layer's kernels, in (0, 1).
         scope: ``"global"`` (ranked together with the other global layers)
             or ``"layer"`` (this layer alone meets ``target``).
         method: A `KernelPenalty` (for example `ReweightedGroupPenalty`) or
             None for no penalty.
-        kernels: Attribute names of the kernels to prune; defaults to all the
-            layer's prunable kernels.
+        kernels: Keys of the kernels to prune (`tf_reweight.walker`; the
+            attribute name, such as ``"kernel"``, for the layer's own
+            kernels); defaults to all the layer's prunable kernels.
         **kwargs: Base `keras.layers.Layer` arguments.
 
     Example:
@@ -104,8 +112,18 @@ class PruningWrapper(keras.layers.Wrapper):
         self.pruned_kernels: list[PrunedKernel] = []
 
     def build(self, input_shape=None):
-        super().build(input_shape)
-        layouts = kernel_layouts(self.layer)
+        # A subclassed model built from its build config has its weights but
+        # keeps `built=False`.
+        if not (self.layer.built or self.layer.weights):
+            if input_shape is None:
+                raise ValueError(
+                    f"PruningWrapper needs layer '{self.layer.name}' built "
+                    "(its kernels decide the masks). Expected a built layer, "
+                    "as `tf_reweight.apply` gives. Received: an unbuilt "
+                    f"{type(self.layer).__name__}"
+                )
+            self.layer.build(input_shape)
+        layouts = walker.find_kernels(self.layer)
         if self.kernel_names is not None:
             layouts = [lo for lo in layouts if lo.attr in self.kernel_names]
         self.kernel_names = [lo.attr for lo in layouts]
@@ -120,7 +138,7 @@ class PruningWrapper(keras.layers.Wrapper):
         )
         self.pruned_kernels = []
         for layout in layouts:
-            variable = getattr(self.layer, layout.attr)
+            variable = walker.kernel_variable(self.layer, layout.attr)
             mask = self.add_weight(
                 name=f"{layout.attr}_mask",
                 shape=layout.shape,
@@ -133,14 +151,17 @@ class PruningWrapper(keras.layers.Wrapper):
                 penalty.build(self, layout, self.structure)
             variable.regularizer = penalty
             variable.constraint = MaskConstraint(mask, then=variable.constraint)
-            self.pruned_kernels.append(PrunedKernel(layout, variable, mask, penalty))
+            name = walker.kernel_name(self.layer, layout.attr)
+            self.pruned_kernels.append(
+                PrunedKernel(layout, name, variable, mask, penalty)
+            )
         self.built = True
 
-    def call(self, inputs):
-        return self.layer(inputs)
+    def call(self, *args, **kwargs):
+        return self.layer(*args, **kwargs)
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
+    def compute_output_spec(self, *args, **kwargs):
+        return self.layer.compute_output_spec(*args, **kwargs)
 
     @property
     def is_pruned(self) -> bool:
