@@ -237,3 +237,69 @@ def test_batchnorm_after_a_pruned_filter_matches_training_mode():
     np.testing.assert_allclose(
         infer[..., dead], np.broadcast_to(beta[dead], infer[..., dead].shape), atol=1e-4
     )
+
+
+class Unclonable(L.Layer):
+    """A custom layer whose sublayer is built only when it is called."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = L.Dense(units)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_a_layer_that_builds_lazily_gets_a_clear_error():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, L.Dense(2)(Unclonable(3, name="odd")(inputs)))
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(
+        ValueError, match=r"Layer 'odd' \(Unclonable\) does not create its weights"
+    ):
+        tfr.apply(model, "unstructured", 0.5)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_attention_kernels_are_pruned_inside_the_layer(tmp_path):
+    inputs = keras.Input((6, 16))
+    attention = L.MultiHeadAttention(2, 8, name="mha")
+    x = L.LayerNormalization()(inputs + attention(inputs, inputs))
+    model = keras.Model(inputs, L.Dense(4, name="head")(L.GlobalAveragePooling1D()(x)))
+    x = RNG.normal(size=(3, 6, 16)).astype("float32")
+    pruned = tfr.apply(model, "filter", 0.5)
+    _assert_same_outputs(model, pruned, x)
+    names = [pk.name for pk in pruned.get_layer("mha").pruned_kernels]
+    assert names == [
+        f"{n}/kernel" for n in ("query", "key", "value", "attention_output")
+    ]
+    tfr.hard_prune(pruned)
+    path = tmp_path / "mha.keras"
+    pruned.save(path)
+    _assert_same_outputs(pruned, keras.saving.load_model(path), x)
+    _assert_same_outputs(pruned, tfr.strip(pruned), x)
+
+
+class BadConfig(L.Layer):
+    """A custom layer whose config names an argument its constructor lacks."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = L.Dense(2)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, x):
+        return self.dense(x)
+
+    def get_config(self):
+        return {**super().get_config(), "bogus": 1}
+
+
+def test_a_layer_that_cannot_be_rebuilt_from_its_config_gets_a_clear_error():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, BadConfig(name="bad")(inputs))
+    with pytest.raises(ValueError, match=r"'bad' \(BadConfig\) cannot be rebuilt"):
+        tfr.apply(model, "unstructured", 0.5)

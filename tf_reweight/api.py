@@ -261,10 +261,29 @@ def _clone(model, wrap, source_of):
 
     def clone(layer):
         source = source_of(layer)
-        new = source.__class__.from_config(source.get_config())
+        try:
+            new = source.__class__.from_config(source.get_config())
+        except Exception as error:
+            raise ValueError(
+                f"Layer '{source.name}' ({type(source).__name__}) cannot be "
+                "rebuilt from its config, which pruning needs to copy the "
+                "model. Expected a layer whose `get_config()` returns its "
+                "constructor arguments (and, to save it, one registered with "
+                "`keras.saving.register_keras_serializable`). Received: "
+                f"{type(error).__name__}: {error}"
+            ) from error
         if isinstance(source, keras.layers.Layer):
             if source.built and source.get_build_config() and not new.built:
                 new.build_from_config(source.get_build_config())
+            if len(new.weights) != len(source.weights):
+                raise ValueError(
+                    f"Layer '{source.name}' ({type(source).__name__}) does not "
+                    "create its weights when built from its config (its "
+                    "sublayers are built only when it is called). Expected a "
+                    "`build()` that builds its sublayers, as Keras' own layers "
+                    f"do. Received: {len(new.weights)} weights after build, "
+                    f"{len(source.weights)} in the model"
+                )
             pairs.append((source, new))
         return wrap(layer, new)
 
