@@ -503,7 +503,7 @@ class Bench:
         """Measures one job; returns the method-specific part of its record."""
         if job.method.startswith("tfmot"):
             return self._tfmot(job)
-        from tf_reweight import api, recipes
+        from tf_reweight import recipes, sparsity
 
         a = self.args
         self.keras.utils.set_random_seed(a.seed)
@@ -532,7 +532,7 @@ class Bench:
             **({} if job.eps is None else {"eps": job.eps}),
             **self.suite.skips(job.structure),
         )
-        rep = api.report(result.model).to_dict()
+        rep = sparsity.report(result.model).to_dict()
         out = {
             "accuracy": float(result.model.evaluate(*self.test, verbose=0)[1]),
             "nonzeros": rep["nonzeros"],

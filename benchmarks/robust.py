@@ -308,7 +308,7 @@ class Bench:
 
     def run(self, variant: Variant) -> dict:
         """Prunes and evaluates one variant; returns its measured facts."""
-        from tf_reweight import api, mrpf
+        from tf_reweight import mrpf, sparsity
         from tf_reweight.cli_robust import prune
         from tf_reweight.recipes import DEFAULT_PENALTY
 
@@ -331,7 +331,7 @@ class Bench:
         result, ratios = prune(
             argparse.Namespace(**{**vars(a), **job}), dense, self.train
         )
-        rep = api.report(result.model)
+        rep = sparsity.report(result.model)
         penalty = variant.penalty
         out = {
             "penalty": DEFAULT_PENALTY[variant.method] if penalty is None else penalty,

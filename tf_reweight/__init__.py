@@ -29,7 +29,7 @@ from tf_reweight import (
 )
 from tf_reweight.admm import ADMMPenalty, ADMMUpdate
 from tf_reweight.adversarial import AdversarialModel
-from tf_reweight.api import LayerSparsity, SparsityReport, apply, report, strip
+from tf_reweight.api import apply, strip
 from tf_reweight.batchnorm import recalibrate_batchnorm
 from tf_reweight.budget import parse_target
 from tf_reweight.callbacks import HardPrune, Reweight, ScheduledPruning, SparsityMonitor
@@ -45,6 +45,7 @@ from tf_reweight.regularizers import (
 from tf_reweight.robustness import evaluate_robustness
 from tf_reweight.schedules import PolynomialSparsity, ProgressiveSparsity
 from tf_reweight.sensitivity import allocate_ratios, module_robustness_sensitivity
+from tf_reweight.sparsity import LayerSparsity, SparsityReport, report
 from tf_reweight.structures import Structure
 from tf_reweight.wrapper import PruningWrapper
 

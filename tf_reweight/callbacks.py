@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 
 from tf_reweight import pruning
-from tf_reweight.api import report
+from tf_reweight.sparsity import report
 
 
 def _check_positive_int(name: str, value) -> int:

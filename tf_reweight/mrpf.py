@@ -27,7 +27,7 @@ import time
 
 import keras
 
-from tf_reweight import api, budget, recipes, structures
+from tf_reweight import api, budget, recipes, sparsity, structures
 from tf_reweight.adversarial import AdversarialModel
 from tf_reweight.callbacks import HardPrune, SparsityMonitor
 from tf_reweight.layouts import kernel_layouts
@@ -118,7 +118,7 @@ class MRPFResult:
 
     def counts(self) -> tuple[int, int]:
         """``(weights, nonzeros)`` over the kernels of the selected layers."""
-        rows = [r for r in api.report(self.model).rows if r.layer in self.ratios]
+        rows = [r for r in sparsity.report(self.model).rows if r.layer in self.ratios]
         return sum(r.weights for r in rows), sum(r.nonzeros for r in rows)
 
     @property

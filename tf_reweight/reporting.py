@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tf_reweight.api import SparsityReport
+from tf_reweight.sparsity import SparsityReport
 
 
 def _plot_sparsity(rep: SparsityReport, path: Path) -> None:
