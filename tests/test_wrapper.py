@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 
 import tf_reweight as tfr
 
@@ -80,3 +81,40 @@ def test_wrapper_config_round_trip():
     again = tfr.PruningWrapper.from_config(layer.get_config())
     assert again.get_config() == layer.get_config()
     assert repr(again.structure) == "block:2x2" and again.name == "d"
+
+
+def test_the_users_kernel_regularizer_is_kept_next_to_the_penalty(tmp_path):
+    inputs = keras.Input((16,))
+    outputs = keras.layers.Dense(
+        8, kernel_regularizer=keras.regularizers.L2(0.5), name="d"
+    )(inputs)
+    model = keras.Model(inputs, outputs)
+    user = float(keras.ops.convert_to_numpy(sum(model.losses)))
+    assert user > 0.0
+    pruned = tfr.apply(model, target=0.5, penalty=0.0, layers=["d"])
+    assert float(keras.ops.convert_to_numpy(sum(pruned.losses))) == pytest.approx(user)
+    with_penalty = tfr.apply(model, target=0.5, penalty=1e-2, layers=["d"])
+    assert float(keras.ops.convert_to_numpy(sum(with_penalty.losses))) > user + 1e-3
+    path = tmp_path / "reg.keras"
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    assert float(keras.ops.convert_to_numpy(sum(loaded.losses))) == pytest.approx(user)
+    plain = tfr.strip(pruned)
+    assert float(keras.ops.convert_to_numpy(sum(plain.losses))) == pytest.approx(user)
+
+
+def test_masking_writes_exact_zeros_over_non_finite_weights():
+    pruned = tfr.apply(_model(), "unstructured", 0.5, layers=["dense"])
+    (pk,) = pruned.get_layer("dense").pruned_kernels
+    value = keras.ops.convert_to_numpy(pk.variable).copy()
+    value.flat[0] = np.nan
+    value.flat[1] = np.inf
+    pk.variable.assign(value)
+    mask = np.ones(pk.layout.canonical, np.float32)
+    mask.flat[0] = mask.flat[1] = 0.0
+    pk.assign_mask(mask)
+    kernel = keras.ops.convert_to_numpy(pk.variable)
+    assert kernel.flat[0] == 0.0 and kernel.flat[1] == 0.0
+    assert np.isfinite(
+        keras.ops.convert_to_numpy(tfr.strip(pruned).get_layer("dense").kernel)
+    ).all()

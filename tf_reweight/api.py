@@ -11,7 +11,7 @@ from tf_reweight import budget, structures, walker
 from tf_reweight.layouts import SUPPORTED_LAYERS
 from tf_reweight.pruning import wrappers
 from tf_reweight.regularizers import KernelPenalty, ReweightedGroupPenalty
-from tf_reweight.wrapper import PruningWrapper
+from tf_reweight.wrapper import PruningWrapper, masked
 
 
 def check_model(model) -> None:
@@ -304,11 +304,11 @@ def strip(model: keras.Model) -> keras.Model:
         A new Sequential or Functional model with the original layer types.
     """
     check_model(model)
-    masked = []
+    wrapped = []
 
     def wrap(layer, new):
         if isinstance(layer, PruningWrapper):
-            masked.append((layer, new))
+            wrapped.append((layer, new))
         return new
 
     plain = _clone(
@@ -316,10 +316,12 @@ def strip(model: keras.Model) -> keras.Model:
         wrap,
         lambda layer: layer.layer if isinstance(layer, PruningWrapper) else layer,
     )
-    for wrapper, new in masked:
+    for wrapper, new in wrapped:
         for pk in wrapper.pruned_kernels:
             walker.kernel_variable(new, pk.layout.attr).assign(
-                keras.ops.convert_to_numpy(pk.variable)
-                * keras.ops.convert_to_numpy(pk.mask)
+                masked(
+                    keras.ops.convert_to_numpy(pk.variable),
+                    keras.ops.convert_to_numpy(pk.mask),
+                )
             )
     return plain

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from tf_reweight import budget, walker
-from tf_reweight.wrapper import PruningWrapper
+from tf_reweight.wrapper import PruningWrapper, masked
 
 
 @dataclass
@@ -127,7 +127,7 @@ def report(model: keras.Model) -> SparsityReport:
                 walker.kernel_variable(inner, layout.attr)
             )
             if pk is not None:
-                value = value * keras.ops.convert_to_numpy(pk.mask)
+                value = masked(value, keras.ops.convert_to_numpy(pk.mask))
             rows.append(
                 LayerSparsity(
                     layer=layer.name,

@@ -57,7 +57,28 @@ class PrunedKernel:
         """Installs a canonical mask and zeroes the pruned weights."""
         mask = np.reshape(mask4, self.layout.shape).astype(np.float32)
         self.mask.assign(mask)
-        self.variable.assign(keras.ops.convert_to_numpy(self.variable) * mask)
+        self.variable.assign(masked(keras.ops.convert_to_numpy(self.variable), mask))
+
+
+def masked(value: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``value`` with exact zeros where ``mask`` is 0 (a NaN or inf too)."""
+    return np.where(np.asarray(mask) != 0, value, np.zeros_like(value))
+
+
+class _Sum(keras.regularizers.Regularizer):
+    """The pruning penalty plus the regularizer the user gave the kernel."""
+
+    def __init__(self, *regularizers):
+        self.regularizers = regularizers
+
+    def __call__(self, x):
+        return sum(r(x) for r in self.regularizers)
+
+
+def _sum(penalty, user):
+    if penalty is None or user is None:
+        return penalty or user
+    return _Sum(penalty, user)
 
 
 @keras.saving.register_keras_serializable(package="tf_reweight")
@@ -149,7 +170,7 @@ class PruningWrapper(keras.layers.Wrapper):
             if self.method is not None:
                 penalty = type(self.method).from_config(self.method.get_config())
                 penalty.build(self, layout, self.structure)
-            variable.regularizer = penalty
+            variable.regularizer = _sum(penalty, variable.regularizer)
             variable.constraint = MaskConstraint(mask, then=variable.constraint)
             name = walker.kernel_name(self.layer, layout.attr)
             self.pruned_kernels.append(
