@@ -354,3 +354,21 @@ def test_apply_hard_prune_report_end_to_end(structure):
             assert np.array_equal(np.all(w != 0, axis=rest), alive)
             assert 0 < alive.sum() < alive.size
     assert keras.ops.convert_to_numpy(pruned(x)).shape == (2, 4)
+
+
+def test_admm_state_is_stored_through_the_layout():
+    keras.utils.set_random_seed(2)
+    pruned = tfr.apply(
+        _model(), "filter", 0.5, method=tfr.ADMMPenalty(rho=1e-3), scope="layer"
+    )
+    tfr.admm.update(pruned, dual=False)
+    layers = {layer.name: layer for layer in pruned.layers}
+    for name, axes in _OUT_AXES.items():
+        (pk,) = layers[name].pruned_kernels
+        w = keras.ops.convert_to_numpy(pk.variable)
+        z = keras.ops.convert_to_numpy(pk.penalty.z)
+        rest = tuple(i for i in range(w.ndim) if i not in axes)
+        # Z = project(W): whole stored output channels of W, the others zero.
+        kept = np.all(z == w, axis=rest)
+        assert np.array_equal(kept, ~np.all(z == 0, axis=rest))
+        assert 0 < kept.sum() < kept.size
