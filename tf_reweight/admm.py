@@ -130,7 +130,7 @@ class ADMMPenalty(KernelPenalty):
         self.rho = state("rho", (), keras.initializers.Constant(self.initial_rho))
 
     def _canonical(self, variable) -> np.ndarray:
-        return np.reshape(keras.ops.convert_to_numpy(variable), self.layout.canonical)
+        return self.layout.to_canonical(keras.ops.convert_to_numpy(variable))
 
     def penalty(self, w4):
         z = self.layout.to_canonical(keras.ops.cast(self.z, w4.dtype))
@@ -153,9 +153,9 @@ class ADMMPenalty(KernelPenalty):
         """
         v = np.asarray(w4, np.float32) + self._canonical(self.u)
         z = v * self.structure.project(v, keep)
-        self.z.assign(np.reshape(z, self.layout.shape))
+        self.z.assign(self.layout.from_canonical(z))
         if dual:
-            self.u.assign(np.reshape(v - z, self.layout.shape))
+            self.u.assign(self.layout.from_canonical(v - z))
 
     def refresh(self, w4, kept):
         """A full Z/U step, with the keep count read from ``kept``.

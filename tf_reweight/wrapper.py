@@ -49,13 +49,11 @@ class PrunedKernel:
 
     def canonical(self) -> np.ndarray:
         """The current kernel in the canonical view, as NumPy."""
-        return np.reshape(
-            keras.ops.convert_to_numpy(self.variable), self.layout.canonical
-        )
+        return self.layout.to_canonical(keras.ops.convert_to_numpy(self.variable))
 
     def assign_mask(self, mask4: np.ndarray) -> None:
         """Installs a canonical mask and zeroes the pruned weights."""
-        mask = np.reshape(mask4, self.layout.shape).astype(np.float32)
+        mask = self.layout.from_canonical(np.asarray(mask4, np.float32))
         self.mask.assign(mask)
         self.variable.assign(masked(keras.ops.convert_to_numpy(self.variable), mask))
 
