@@ -583,7 +583,7 @@ class Bench:
         dense = self.keras.saving.load_model(self.dense_path)
         names = self.pruned_layers("unstructured")
         kernels = [
-            np.reshape(getattr(layer, lo.attr).numpy(), lo.canonical)
+            lo.to_canonical(getattr(layer, lo.attr).numpy())
             for layer in (dense.get_layer(name) for name in names)
             for lo in layouts.kernel_layouts(layer)
         ]

@@ -303,3 +303,12 @@ def test_a_layer_that_cannot_be_rebuilt_from_its_config_gets_a_clear_error():
     model = keras.Model(inputs, BadConfig(name="bad")(inputs))
     with pytest.raises(ValueError, match=r"'bad' \(BadConfig\) cannot be rebuilt"):
         tfr.apply(model, "unstructured", 0.5)
+
+
+def test_a_kernel_without_a_canonical_view_is_named_in_a_warning():
+    inputs = keras.Input((4, 6))
+    grouped = L.EinsumDense("abc,bcd->abd", output_shape=(4, 8), name="grouped")
+    model = keras.Model(inputs, L.Dense(3, name="head")(grouped(inputs)))
+    with pytest.warns(UserWarning, match="grouped"):
+        pruned = tfr.apply(model, "unstructured", 0.5)
+    assert [w.name for w in tfr.pruning.wrappers(pruned)] == ["head"]

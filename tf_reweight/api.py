@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import keras
 
 from tf_reweight import budget, structures, walker
-from tf_reweight.layouts import SUPPORTED_LAYERS
+from tf_reweight.layouts import SUPPORTED_LAYERS, unsupported_reason
 from tf_reweight.pruning import wrappers
 from tf_reweight.regularizers import KernelPenalty, ReweightedGroupPenalty
 from tf_reweight.wrapper import PruningWrapper, masked
@@ -138,6 +138,14 @@ def _plan(model, structure, target, skip_first, skip_last, layers, strict):
             f"Received: structure={structure!r}, layers={layers!r}"
             + (f". It fits none of {unfit}: {reason}" if unfit else "")
         )
+    _warn_dense(
+        [
+            f"{layer.name} ({reason})"
+            for layer in walker.iter_layers(model)
+            if (reason := unsupported_reason(layer))
+        ],
+        "No canonical view exists for some kernels",
+    )
     _warn_dense(not_applicable, f"Structure '{structure!r}' does not apply there")
     _warn_dense(unfit, "The structure does not fit them (strict=True raises)")
     if protected:

@@ -127,7 +127,7 @@ def _dead_filters(wrapper: PruningWrapper) -> tuple[np.ndarray, np.ndarray] | No
     last = {pk.layout.attr: pk for pk in wrapper.pruned_kernels}.get(layouts[-1].attr)
     if last is None:
         return None
-    mask4 = np.reshape(keras.ops.convert_to_numpy(last.mask), last.layout.canonical)
+    mask4 = last.layout.to_canonical(keras.ops.convert_to_numpy(last.mask))
     dead = ~np.any(mask4 != 0, axis=(0, 1, 2))
     bias = getattr(wrapper.layer, "bias", None)
     value = np.zeros(dead.shape, np.float32)
