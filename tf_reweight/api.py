@@ -137,6 +137,12 @@ def _plan(model, structure, target, skip_first, skip_last, layers, strict):
             "at least one prunable kernel the structure applies to and fits. "
             f"Received: structure={structure!r}, layers={layers!r}"
             + (f". It fits none of {unfit}: {reason}" if unfit else "")
+            + (
+                f". Filter pruning leaves {protected}, which produce the "
+                "model's outputs, dense unless they are named in `layers`"
+                if protected
+                else ""
+            )
         )
     _warn_dense(
         [

@@ -116,9 +116,18 @@ def report(model: keras.Model) -> SparsityReport:
     """
     rows = []
     for layer in walker.graph_layers(model):
-        if isinstance(layer, PruningWrapper):
-            pruned = {pk.layout.attr: pk for pk in layer.pruned_kernels}
-            inner = layer.layer
+        # The wrapper may itself be wrapped (straight-through quantization).
+        wrapper = next(
+            (
+                w
+                for w in (layer, *walker.iter_layers(layer))
+                if isinstance(w, PruningWrapper)
+            ),
+            None,
+        )
+        if wrapper is not None:
+            pruned = {pk.layout.attr: pk for pk in wrapper.pruned_kernels}
+            inner = wrapper.layer
         else:
             pruned, inner = {}, layer
         for layout in walker.find_kernels(inner):
@@ -133,7 +142,7 @@ def report(model: keras.Model) -> SparsityReport:
                     layer=layer.name,
                     kernel=walker.kernel_name(inner, layout.attr),
                     shape=layout.shape,
-                    structure="dense" if pk is None else repr(layer.structure),
+                    structure="dense" if pk is None else repr(wrapper.structure),
                     weights=int(value.size),
                     nonzeros=int(np.count_nonzero(value)),
                 )

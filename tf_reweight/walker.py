@@ -124,8 +124,9 @@ def _resolve(layer: keras.layers.Layer, key: str):
                 f"Layer '{layer.name}' has no kernel '{key}'. Expected a key from "
                 f"`find_kernels`. Received: key={key!r}"
             )
+        if not isinstance(owner, keras.layers.Wrapper):
+            names.append(children[int(index)].name)
         owner = children[int(index)]
-        names.append(owner.name)
     return owner, names, attr
 
 
@@ -136,7 +137,11 @@ def kernel_variable(layer: keras.layers.Layer, key: str) -> keras.Variable:
 
 
 def kernel_name(layer: keras.layers.Layer, key: str) -> str:
-    """A readable name for a kernel key, such as ``"value/kernel"``."""
+    """A readable name for a kernel key, such as ``"value/kernel"``.
+
+    The layer a `keras.layers.Wrapper` wraps adds no name: the kernel of a
+    wrapped Dense layer is ``"kernel"``, as for the Dense layer itself.
+    """
     _, names, attr = _resolve(layer, key)
     return "/".join([*names, attr])
 

@@ -182,6 +182,9 @@ class PruningWrapper(keras.layers.Wrapper):
     def compute_output_spec(self, *args, **kwargs):
         return self.layer.compute_output_spec(*args, **kwargs)
 
+    def compute_output_shape(self, *args, **kwargs):
+        return self.layer.compute_output_shape(*args, **kwargs)
+
     @property
     def is_pruned(self) -> bool:
         """Whether the final hard prune has happened."""
