@@ -75,21 +75,30 @@ def test_mrs_writes_table_plot_and_ratios(tmp_path, data_dir):
 @pytest.mark.parametrize(
     "extra, match",
     [
-        (["--target", "0.5x"], "rate"),
         (["--max-ratio", "1.0"], "max-ratio"),
         (["--method", "obd"], "method"),
-        (["--eps", "-1"], "eps"),
-        (["--structure", "rows"], "rows"),
-        (["--eval-limit", "0"], "eval-limit"),
-        (["--recalibrate-bn", "0"], "recalibrate-bn"),
+        (["--structure", "block:1000x1000"], "structure"),
+        (["--recalibrate-bn", "64"], "recalibrate-bn"),
         (["--method", "admm", "--no-bounded"], "bounded"),
         (["--probe-ratio", "1"], "probe-ratio"),
     ],
 )
 def test_bad_options_fail_before_loading_data(tmp_path, extra, match):
-    argv = ["robust", "--data-dir", str(tmp_path / "none"), *extra]
+    out = tmp_path / "out"
+    argv = ["robust", "--data-dir", str(tmp_path / "none"), "--out", str(out)]
     with pytest.raises(ValueError, match=match):
-        cli_robust.run(_parse(argv))
+        cli_robust.run(_parse([*argv, *extra]))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--target", "0.5x"], ["--eps", "-1"], ["--structure", "rows"]]
+    + [["--eval-limit", "0"], ["--recalibrate-bn", "0"], ["--penalty", "nan"]],
+)
+def test_bad_values_are_refused_by_the_parser(extra):
+    with pytest.raises(SystemExit):
+        _parse(["robust", *extra])
 
 
 def test_mrs_probe_options_reach_the_chosen_probe():

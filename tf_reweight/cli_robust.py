@@ -50,7 +50,7 @@ def _add_shared(p: argparse.ArgumentParser, out: str) -> None:
     )
     p.add_argument(
         "--eps",
-        type=checks.positive_float,
+        type=checks.non_negative_float,
         default=None,
         help="L-inf radius, e.g. 0.3 or 8/255 (default: 0.3 MNIST, 8/255 CIFAR-10)",
     )
