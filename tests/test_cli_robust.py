@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from tf_reweight import cli_robust, data
+from tf_reweight import cli_args, cli_robust, data
 from tf_reweight.sensitivity import SensitivityTable
 
 LENET5 = {"conv1": 500, "conv2": 25000, "fc1": 400000, "logits": 5000}
@@ -16,7 +16,7 @@ TINY = ["--train-limit", "512", "--pretrain-epochs", "1", "--verbose", "0"]
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="tf-reweight")
-    cli_robust.add_parsers(parser.add_subparsers(dest="command", required=True))
+    cli_args.add_robust_parsers(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 

@@ -8,7 +8,6 @@ LiteRT interpreter and write ``report.json``, ``report.md`` and plots.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -16,66 +15,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tf_reweight import cli_args, cli_robust  # noqa: E402
 from tf_reweight import cli_checks as checks  # noqa: E402
-from tf_reweight import cli_robust  # noqa: E402
-
-DEFAULT_TARGET = "50x"
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="lenet5", help="model name (tf_reweight.models)")
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="local dataset copies (default: $TF_REWEIGHT_DATA_DIR or tfds)",
-    )
-    p.add_argument("--checkpoint", default=None, help="a trained dense .keras model")
-    p.add_argument("--pretrain-epochs", type=checks.non_negative_int, default=8)
-    p.add_argument("--batch-size", type=checks.positive_int, default=128)
-    p.add_argument("--lr", type=checks.positive_float, default=1e-3)
-    p.add_argument("--seed", type=checks.non_negative_int, default=0)
-    p.add_argument(
-        "--train-limit",
-        type=checks.positive_int,
-        default=None,
-        help="use only the first N training images",
-    )
-    p.add_argument("--out", default="runs/compress", help="output directory")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tf-reweight",
-        description="Reweighted group-sparsity compression for Keras 3 models.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("compress", help="pretrain, reweight, prune, retrain, export")
-    _add_common(c)
-    c.add_argument("--structure", type=checks.structure, default="unstructured")
-    c.add_argument(
-        "--target",
-        type=checks.target,
-        default=None,
-        help=f"sparsity (0.98) or rate ('100x'); default {DEFAULT_TARGET} (N:M: none)",
-    )
-    c.add_argument(
-        "--penalty", type=checks.non_negative_float, default=1e-5, help="lambda"
-    )
-    c.add_argument(
-        "--bounded",
-        action="store_true",
-        help="exempt the groups the target keeps from the penalty (off by default)",
-    )
-    c.add_argument("--scope", default="global", choices=["global", "layer"])
-    c.add_argument("--skip-first", action="store_true")
-    c.add_argument("--skip-last", action="store_true")
-    c.add_argument("--reweight-epochs", type=checks.non_negative_int, default=6)
-    c.add_argument("--retrain-epochs", type=checks.non_negative_int, default=6)
-    c.add_argument("--no-export", action="store_true", help="skip the TFLite export")
-    cli_robust.add_parsers(sub)
-    return parser
 
 
 def initial_model(args):
@@ -216,7 +157,7 @@ def compress(args) -> dict:
         args.target is None
         and tfr.structures.get(args.structure).fixed_sparsity is None
     ):
-        args.target = DEFAULT_TARGET
+        args.target = cli_args.DEFAULT_TARGET
     out = checks.check_out_dir(args.out)
     model = initial_model(args)
     check_pruning(
@@ -309,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["compress", "--target", "16x", "--out", "runs/lenet5"])
     """
     try:
-        args = _parser().parse_args(argv)
+        args = cli_args.parser().parse_args(argv)
     except SystemExit as exit:  # argparse has printed usage and the error
         return exit.code if isinstance(exit.code, int) else 2
     try:

@@ -11,9 +11,9 @@ allocated by Module Robustness Sensitivity (``--allocation mrs``, MRPF).
 ``mrs.json`` and ``mrs.png``, and the ratios it allocates for ``--target`` as
 ``ratios.json``.
 
-`add_parsers` adds both to the ``tf-reweight`` subparsers and `run`
-executes a parsed command. Every option is checked before any data are
-loaded or anything is written to ``--out``.
+`tf_reweight.cli_args.add_robust_parsers` adds both to the ``tf-reweight``
+subparsers and `run` executes a parsed command. Every option is checked
+before any data are loaded or anything is written to ``--out``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from pathlib import Path
 from tf_reweight import cli_checks as checks
 
 COMMANDS = ("robust", "mrs")
-ALLOCATIONS = ("global", "uniform", "mrs")
 
 #: Per dataset: L-inf radius, PGD evaluation steps and step size (Madry et al.
 #: for MNIST: PGD-40, step 0.01; CIFAR-10: PGD-10, step 2/255).
@@ -36,136 +35,12 @@ DATASET_DEFAULTS = {
 }
 
 
-def _add_shared(p: argparse.ArgumentParser, out: str) -> None:
-    from tf_reweight.cli import _add_common
-
-    _add_common(p)
-    p.set_defaults(out=out, pretrain_epochs=1)
-    p.add_argument(
-        "--adv-epochs",
-        type=checks.non_negative_int,
-        default=3,
-        help="adversarial pretraining epochs after the clean ones "
-        "(--pretrain-epochs); ignored with --checkpoint",
-    )
-    p.add_argument(
-        "--eps",
-        type=checks.non_negative_float,
-        default=None,
-        help="L-inf radius, e.g. 0.3 or 8/255 (default: 0.3 MNIST, 8/255 CIFAR-10)",
-    )
-    p.add_argument("--attack", default="pgd", choices=["pgd", "fgsm"])
-    p.add_argument(
-        "--attack-steps",
-        type=checks.positive_int,
-        default=7,
-        help="PGD training steps",
-    )
-    p.add_argument("--step-size", type=checks.positive_float, default=None)
-    p.add_argument(
-        "--target", type=checks.target, default="16x", help="sparsity (0.9375) or rate"
-    )
-    p.add_argument(
-        "--max-ratio",
-        type=checks.fraction,
-        default=None,
-        help="highest per-layer sparsity of the MRS allocation "
-        "(default: 1 - (1 - target) / 4)",
-    )
-    p.add_argument(
-        "--mode",
-        default="prune",
-        choices=["prune", "perturb"],
-        help="MRS probe: magnitude-prune half a layer, or perturb its weights",
-    )
-    p.add_argument(
-        "--probe-size", type=checks.positive_int, default=256, help="MRS probe images"
-    )
-    p.add_argument(
-        "--probe-ratio",
-        type=checks.fraction,
-        default=0.5,
-        help="fraction of each layer the MRS pruning probe zeroes",
-    )
-
-
-def add_parsers(subparsers) -> None:
-    """Adds the ``robust`` and ``mrs`` subcommands.
-
-    Args:
-        subparsers: The object returned by `argparse.ArgumentParser.add_subparsers`
-            (with ``dest="command"``).
-
-    Example:
-    >>> parser = argparse.ArgumentParser(prog="tf-reweight")
-    >>> add_parsers(parser.add_subparsers(dest="command"))
-    >>> run(parser.parse_args(["mrs", "--target", "16x"]))
-    """
-    r = subparsers.add_parser(
-        "robust",
-        help="adversarial pretraining, robust pruning and retraining, PGD evaluation",
-    )
-    _add_shared(r, "runs/robust")
-    r.add_argument(
-        "--method", default="reweighted", help="reweighted, admm, group_lasso, ..."
-    )
-    r.add_argument("--allocation", default="global", choices=ALLOCATIONS)
-    r.add_argument("--structure", type=checks.structure, default="unstructured")
-    r.add_argument(
-        "--penalty",
-        type=checks.non_negative_float,
-        default=None,
-        help="default per method",
-    )
-    r.add_argument(
-        "--bounded",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="bounded reweighting (default: on for --method reweighted)",
-    )
-    r.add_argument(
-        "--reweight-epochs",
-        type=checks.non_negative_int,
-        default=2,
-        help="penalized epochs",
-    )
-    r.add_argument("--retrain-epochs", type=checks.non_negative_int, default=2)
-    r.add_argument(
-        "--eval-steps", type=checks.positive_int, default=None, help="PGD steps"
-    )
-    r.add_argument("--eval-step-size", type=checks.positive_float, default=None)
-    r.add_argument("--eval-restarts", type=checks.positive_int, default=1)
-    r.add_argument(
-        "--recalibrate-bn",
-        type=checks.positive_int,
-        default=None,
-        metavar="N",
-        help="after retraining, recompute BatchNorm statistics on N clean "
-        "training images (`tf_reweight.recalibrate_batchnorm`)",
-    )
-    r.add_argument(
-        "--eval-limit",
-        type=checks.positive_int,
-        default=2000,
-        help="attack only the first N test images (clean accuracy uses all)",
-    )
-    m = subparsers.add_parser(
-        "mrs", help="Module Robustness Sensitivity table, plot and ratios"
-    )
-    _add_shared(m, "runs/mrs")
-    m.add_argument(
-        "--rho",
-        type=checks.positive_float,
-        default=0.05,
-        help="relative perturbation",
-    )
-
-
 def run(args: argparse.Namespace) -> dict:
     """Runs a parsed ``robust`` or ``mrs`` command.
 
     Args:
-        args: Parsed arguments of a parser set up by `add_parsers`.
+        args: Parsed arguments of a parser set up by
+            `tf_reweight.cli_args.add_robust_parsers`.
 
     Returns:
         The run's record (also written to the output directory).
