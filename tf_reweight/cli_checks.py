@@ -187,14 +187,7 @@ def load_keras(path: str, name: str, compile: bool = True) -> keras.Model:
         )
     try:
         return keras.saving.load_model(path, compile=compile)
-    except (
-        ValueError,
-        TypeError,
-        KeyError,
-        OSError,
-        EOFError,
-        zipfile.BadZipFile,
-    ) as e:
+    except _LOAD_ERRORS as e:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(
             f"argument {name}: {path} is not a valid .keras archive ({why}). "

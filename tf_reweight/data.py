@@ -252,14 +252,7 @@ def _read_npz(path: Path, remedy: str) -> Arrays:
     try:
         with np.load(path, allow_pickle=False) as f:
             return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
-    except (
-        OSError,
-        EOFError,
-        KeyError,
-        ValueError,
-        zipfile.BadZipFile,
-        zlib.error,
-    ) as e:
+    except _UNREADABLE as e:
         raise ValueError(
             f"The dataset file {path} is truncated or corrupt ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else 'unreadable'}). Expected an "
