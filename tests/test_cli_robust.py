@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from tf_reweight import cli_robust, data
+from tf_reweight import cli_args, cli_robust, data
 from tf_reweight.sensitivity import SensitivityTable
 
 LENET5 = {"conv1": 500, "conv2": 25000, "fc1": 400000, "logits": 5000}
@@ -16,7 +16,7 @@ TINY = ["--train-limit", "512", "--pretrain-epochs", "1", "--verbose", "0"]
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="tf-reweight")
-    cli_robust.add_parsers(parser.add_subparsers(dest="command", required=True))
+    cli_args.add_robust_parsers(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
@@ -75,21 +75,30 @@ def test_mrs_writes_table_plot_and_ratios(tmp_path, data_dir):
 @pytest.mark.parametrize(
     "extra, match",
     [
-        (["--target", "0.5x"], "rate"),
         (["--max-ratio", "1.0"], "max-ratio"),
         (["--method", "obd"], "method"),
-        (["--eps", "-1"], "eps"),
-        (["--structure", "rows"], "rows"),
-        (["--eval-limit", "0"], "eval-limit"),
-        (["--recalibrate-bn", "0"], "recalibrate-bn"),
+        (["--structure", "block:1000x1000"], "structure"),
+        (["--recalibrate-bn", "64"], "recalibrate-bn"),
         (["--method", "admm", "--no-bounded"], "bounded"),
         (["--probe-ratio", "1"], "probe-ratio"),
     ],
 )
 def test_bad_options_fail_before_loading_data(tmp_path, extra, match):
-    argv = ["robust", "--data-dir", str(tmp_path / "none"), *extra]
+    out = tmp_path / "out"
+    argv = ["robust", "--data-dir", str(tmp_path / "none"), "--out", str(out)]
     with pytest.raises(ValueError, match=match):
-        cli_robust.run(_parse(argv))
+        cli_robust.run(_parse([*argv, *extra]))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--target", "0.5x"], ["--eps", "-1"], ["--structure", "rows"]]
+    + [["--eval-limit", "0"], ["--recalibrate-bn", "0"], ["--penalty", "nan"]],
+)
+def test_bad_values_are_refused_by_the_parser(extra):
+    with pytest.raises(SystemExit):
+        _parse(["robust", *extra])
 
 
 def test_mrs_probe_options_reach_the_chosen_probe():

@@ -110,3 +110,56 @@ def test_dataset_batches(isolated, data_dir):
     assert x.shape == (32, 28, 28, 1) and y.dtype == tf.int64
     with pytest.raises(ValueError, match="split='val'"):
         data.dataset("mnist", "val", batch_size=32, data_dir=data_dir)
+
+
+def _broken_copies(root, real):
+    """Writes damaged mnist.npz copies; yields (data directory, what is wrong)."""
+    blob = Path(real).read_bytes()
+    with np.load(real) as f:
+        arrays = {key: f[key][:10] for key in ("x_train", "y_train", "x_test")}
+    damaged = {
+        "truncated": lambda path: path.write_bytes(blob[:100_000]),
+        "garbage": lambda path: path.write_bytes(b"not an npz" * 100),
+        "empty": lambda path: path.write_bytes(b""),
+        "missing_array": lambda path: np.savez(path, **arrays),
+        "flipped_bytes": lambda path: path.write_bytes(
+            blob[:5000] + bytes(255 - b for b in blob[5000:6000]) + blob[6000:]
+        ),
+    }
+    for name, write in damaged.items():
+        path = root / name / "mnist" / "mnist.npz"
+        path.parent.mkdir(parents=True)
+        write(path)
+        yield name, path
+
+
+def test_a_damaged_mnist_copy_is_one_clear_error(isolated, data_dir, tmp_path):
+    real = Path(data_dir, "mnist", "mnist.npz")
+    for name, path in _broken_copies(tmp_path, real):
+        with pytest.raises(ValueError, match="truncated or corrupt") as e:
+            data.load("mnist", str(path.parents[1]))
+        message = str(e.value)
+        assert str(path) in message and "x_train" in message, name
+        assert "Replace" in message and "\n" not in message, name
+
+
+def test_a_damaged_cifar10_archive_is_one_clear_error(isolated, tmp_path):
+    path = tmp_path / "cifar10" / "cifar10-jpg.tar.gz"
+    path.parent.mkdir()
+    path.write_bytes(b"\x1f\x8b" + b"not a gzip stream" * 50)
+    with pytest.raises(ValueError, match="truncated or corrupt") as e:
+        data.load("cifar10", str(tmp_path))
+    assert str(path) in str(e.value)
+
+
+def test_the_missing_dataset_error_is_one_line(isolated, tmp_path):
+    with pytest.raises(data.DatasetNotFoundError) as e:
+        data.load("mnist", str(tmp_path))
+    assert "\n" not in str(e.value)
+
+
+def test_image_shape_needs_no_data():
+    assert data.image_shape("mnist") == (28, 28, 1)
+    assert data.image_shape("cifar10") == (32, 32, 3)
+    with pytest.raises(ValueError, match="name='svhn'"):
+        data.image_shape("svhn")

@@ -1,5 +1,6 @@
 """Tests for tflite_export.convert: parity, quantization, kept zeros, input checks."""
 
+import os
 from pathlib import Path
 
 import keras
@@ -110,6 +111,10 @@ def _small_model():
     return keras.Sequential([keras.Input((4,)), L.Dense(2)])
 
 
+def _int8(representative_data):
+    return {"quantization": "int8", "representative_data": representative_data}
+
+
 def test_int8_without_representative_data_writes_nothing(tmp_path):
     path = tmp_path / "m.tflite"
     with pytest.raises(ValueError, match="representative_data"):
@@ -123,14 +128,63 @@ def test_int8_without_representative_data_writes_nothing(tmp_path):
         (keras.Sequential([L.Dense(2)]), {}, "built"),
         (_small_model(), {"quantization": "int4"}, "quantization"),
         (_small_model(), {"sample": np.zeros((2, 5))}, "sample"),
+        (_small_model(), _int8([np.zeros((2, 5), "float32")]), "shape"),
+        (_small_model(), _int8(np.zeros((2, 5), "float32")), "shape"),
+        (_small_model(), _int8([]), "at least one batch"),
+        (_small_model(), _int8(np.array([["a"] * 4])), "real numbers"),
+        (_small_model(), _int8([np.zeros((2, 4)), np.zeros((3, 2))]), "shape"),
     ],
-    ids=["unbuilt", "unknown-quantization", "bad-sample"],
+    ids=[
+        "unbuilt",
+        "unknown-quantization",
+        "bad-sample",
+        "calibration-list-shape",
+        "calibration-array-shape",
+        "calibration-empty",
+        "calibration-strings",
+        "calibration-second-batch",
+    ],
 )
 def test_bad_input_raises_before_writing(tmp_path, model, kwargs, message):
     path = tmp_path / "m.tflite"
     with pytest.raises(ValueError, match=message):
         export(model, str(path), **kwargs)
     assert not path.exists()
+
+
+def test_calibration_batches_of_a_generator_are_checked(tmp_path):
+    model = _small_model()
+    batches = (np.zeros((2, n), "float32") for n in (4, 5))
+    with pytest.raises(ValueError, match=r"representative_data.*\(2, 5\)"):
+        export(model, str(tmp_path / "m.tflite"), **_int8(batches))
+    assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("{tmp}", "not a directory"),
+        ("{tmp}/missing/m.tflite", "existing directory"),
+        ("/dev/null/m.tflite", "existing directory"),
+    ],
+)
+def test_a_bad_output_path_is_refused_before_converting(
+    tmp_path, monkeypatch, where, message
+):
+    def forbidden(model):
+        raise AssertionError("the output path must be checked before converting")
+
+    monkeypatch.setattr("tflite_export.convert._strip", forbidden)
+    with pytest.raises(ValueError, match=message):
+        export(_small_model(), where.format(tmp=tmp_path))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_folder_is_refused(tmp_path):
+    folder = tmp_path / "read_only"
+    folder.mkdir(mode=0o500)
+    with pytest.raises(ValueError, match="not writable"):
+        export(_small_model(), str(folder / "m.tflite"))
 
 
 def test_export_with_shrink_reports_fewer_macs(tmp_path):

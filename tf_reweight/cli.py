@@ -8,7 +8,6 @@ LiteRT interpreter and write ``report.json``, ``report.md`` and plots.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -16,75 +15,106 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tf_reweight import cli_robust  # noqa: E402
-
-DEFAULT_TARGET = "50x"
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="lenet5", help="model name (tf_reweight.models)")
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="local dataset copies (default: $TF_REWEIGHT_DATA_DIR or tfds)",
-    )
-    p.add_argument("--checkpoint", default=None, help="a trained dense .keras model")
-    p.add_argument("--pretrain-epochs", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--train-limit",
-        type=int,
-        default=None,
-        help="use only the first N training images",
-    )
-    p.add_argument("--out", default="runs/compress", help="output directory")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+from tf_reweight import cli_args, cli_robust  # noqa: E402
+from tf_reweight import cli_checks as checks  # noqa: E402
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tf-reweight",
-        description="Reweighted group-sparsity compression for Keras 3 models.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("compress", help="pretrain, reweight, prune, retrain, export")
-    _add_common(c)
-    c.add_argument("--structure", default="unstructured")
-    c.add_argument(
-        "--target",
-        default=None,
-        help=f"sparsity (0.98) or rate ('100x'); default {DEFAULT_TARGET} (N:M: none)",
-    )
-    c.add_argument("--penalty", type=float, default=1e-5, help="lambda")
-    c.add_argument(
-        "--bounded",
-        action="store_true",
-        help="exempt the groups the target keeps from the penalty (off by default)",
-    )
-    c.add_argument("--scope", default="global", choices=["global", "layer"])
-    c.add_argument("--skip-first", action="store_true")
-    c.add_argument("--skip-last", action="store_true")
-    c.add_argument("--reweight-epochs", type=int, default=6)
-    c.add_argument("--retrain-epochs", type=int, default=6)
-    c.add_argument("--no-export", action="store_true", help="skip the TFLite export")
-    cli_robust.add_parsers(sub)
-    return parser
+def initial_model(args):
+    """The dense model before any training: ``--checkpoint`` or a new ``--model``.
 
+    Seeds Keras with ``--seed`` first. Loads nothing but the checkpoint.
 
-def _dense_model(args, train):
+    Args:
+        args: Parsed arguments (``checkpoint``, ``model``, ``dataset``, ``seed``).
+
+    Returns:
+        The loaded checkpoint, or the freshly built model.
+
+    Raises:
+        ValueError: If the checkpoint is not a valid ``.keras`` file or does
+            not take the dataset's images, or the model name is unknown.
+    """
     import keras
 
-    from tf_reweight import models, recipes
+    from tf_reweight import data, models
 
-    if args.checkpoint:
-        model = keras.saving.load_model(args.checkpoint)
-        print(f"Loaded dense checkpoint {args.checkpoint}")
-        return recipes.compile_classifier(model, args.lr)
-    model = models.get(args.model, input_shape=train[0].shape[1:], num_classes=10)
+    keras.utils.set_random_seed(args.seed)
+    shape = data.image_shape(args.dataset)
+    if not args.checkpoint:
+        try:
+            return models.get(args.model, input_shape=shape, num_classes=10)
+        except ValueError as error:
+            raise ValueError(f"argument --model: {error}") from error
+    model = checks.load_keras(args.checkpoint, "--checkpoint")
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or tuple(inputs[0].shape[1:]) != shape:
+        raise ValueError(
+            f"argument --checkpoint: {args.checkpoint} takes inputs "
+            f"{[tuple(i.shape) for i in inputs]}. Expected one input of shape "
+            f"(batch, *{shape}), the images of --dataset {args.dataset}."
+        )
+    return model
+
+
+def check_pruning(model, structure, target, **options) -> None:
+    """Runs `tf_reweight.apply` once on ``model``: structure and target fit it.
+
+    Its warnings (kernels left dense) are shown; a structure that fits no
+    kernel at all is refused.
+
+    Args:
+        model: The dense model the run will prune (left unchanged).
+        structure: ``--structure``.
+        target: ``--target``.
+        **options: Other `tf_reweight.apply` arguments.
+
+    Raises:
+        ValueError: Naming ``--structure`` and ``--target``, if they do not
+            fit the model.
+    """
+    import tf_reweight as tfr
+
+    try:
+        tfr.apply(model, structure, target, **options)
+    except ValueError as error:
+        raise ValueError(
+            f"arguments --structure {structure} --target {target}: {error}"
+        ) from error
+
+
+def load_data(args):
+    """Loads ``--dataset``, keeps the first ``--train-limit`` training images.
+
+    Then seeds Keras with ``--seed`` again, so that training does not depend
+    on the checks that ran before.
+    """
+    import keras
+
+    from tf_reweight import data
+
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise ValueError(
+            f"argument --data-dir: no such directory. Expected the directory of "
+            f"the local dataset copies. Received: {args.data_dir}"
+        )
+    train, test = data.load(args.dataset, args.data_dir)
+    if args.train_limit:
+        train = (train[0][: args.train_limit], train[1][: args.train_limit])
+    keras.utils.set_random_seed(args.seed)
+    return train, test
+
+
+def _dense_model(args, train, model=None):
+    """Compiles ``model`` (default `initial_model`); trains it unless loaded."""
+    import keras
+
+    from tf_reweight import recipes
+
+    model = initial_model(args) if model is None else model
     recipes.compile_classifier(model, args.lr)
+    if args.checkpoint:
+        print(f"Loaded dense checkpoint {args.checkpoint}")
+        return model
     print(
         f"Pretraining {args.model}: {args.pretrain_epochs} epochs, cosine learning rate"
     )
@@ -119,28 +149,31 @@ def _export(plain, out: Path, train, test) -> dict:
 
 def compress(args) -> dict:
     """Runs the main job and returns its record."""
-    import keras
-
     import tf_reweight as tfr
-    from tf_reweight import data, recipes, reporting
+    from tf_reweight import recipes, reporting
 
-    structure = tfr.structures.get(args.structure)  # fail fast, before any training
-    if args.target is None and structure.fixed_sparsity is None:
-        args.target = DEFAULT_TARGET
-    if args.target is not None:
-        try:  # a sparsity such as 0.98 arrives as a string from the command line
-            args.target = float(args.target)
-        except ValueError:
-            pass
-        tfr.parse_target(args.target)
-    keras.utils.set_random_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # Every check runs before data are loaded or anything is written.
+    if (
+        args.target is None
+        and tfr.structures.get(args.structure).fixed_sparsity is None
+    ):
+        args.target = cli_args.DEFAULT_TARGET
+    out = checks.check_out_dir(args.out)
+    model = initial_model(args)
+    check_pruning(
+        model,
+        args.structure,
+        args.target,
+        penalty=args.penalty,
+        bounded=args.bounded,
+        scope=args.scope,
+        skip_first=args.skip_first,
+        skip_last=args.skip_last,
+    )
     start = time.perf_counter()
-    train, test = data.load(args.dataset, args.data_dir)
-    if args.train_limit:
-        train = (train[0][: args.train_limit], train[1][: args.train_limit])
-    dense = _dense_model(args, train)
+    train, test = load_data(args)
+    out.mkdir(parents=True, exist_ok=True)
+    dense = _dense_model(args, train, model)
     dense_accuracy = float(dense.evaluate(*test, verbose=0)[1])
     print(f"Dense test accuracy: {dense_accuracy:.4f}")
     dense.save(out / "dense.keras")
@@ -204,15 +237,30 @@ def compress(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``tf-reweight`` console script."""
-    args = _parser().parse_args(argv)
+    """Entry point of the ``tf-reweight`` console script.
+
+    Args:
+        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 on success; 2 for an invalid argument, input file or output
+        directory, reported as one ``error:`` line on stderr (nothing written).
+
+    Example:
+    >>> main(["compress", "--target", "16x", "--out", "runs/lenet5"])
+    """
+    try:
+        args = cli_args.parser().parse_args(argv)
+    except SystemExit as exit:  # argparse has printed usage and the error
+        return exit.code if isinstance(exit.code, int) else 2
     try:
         if args.command == "compress":
             compress(args)
         else:
             cli_robust.run(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"tf-reweight: error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"tf-reweight: error: {message}", file=sys.stderr)
         return 2
     return 0
 

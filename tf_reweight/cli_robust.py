@@ -11,8 +11,9 @@ allocated by Module Robustness Sensitivity (``--allocation mrs``, MRPF).
 ``mrs.json`` and ``mrs.png``, and the ratios it allocates for ``--target`` as
 ``ratios.json``.
 
-`add_parsers` adds both to the ``tf-reweight`` subparsers and `run`
-executes a parsed command; nothing heavy is imported before `run`.
+`tf_reweight.cli_args.add_robust_parsers` adds both to the ``tf-reweight``
+subparsers and `run` executes a parsed command. Every option is checked
+before any data are loaded or anything is written to ``--out``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from fractions import Fraction
 from pathlib import Path
 
+from tf_reweight import cli_checks as checks
+
 COMMANDS = ("robust", "mrs")
-ALLOCATIONS = ("global", "uniform", "mrs")
 
 #: Per dataset: L-inf radius, PGD evaluation steps and step size (Madry et al.
 #: for MNIST: PGD-40, step 0.01; CIFAR-10: PGD-10, step 2/255).
@@ -34,131 +35,20 @@ DATASET_DEFAULTS = {
 }
 
 
-def _number(text: str) -> float:
-    """A float given as ``0.03``, ``8/255`` or ``3e-2``."""
-    try:
-        return float(Fraction(text))
-    except (ValueError, ZeroDivisionError) as error:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from error
-
-
-def _target(text: str):
-    """A sparsity (``0.9375``) as a float, or a rate string (``16x``) as is."""
-    return text if text.strip().lower().endswith("x") else _number(text)
-
-
-def _add_shared(p: argparse.ArgumentParser, out: str) -> None:
-    from tf_reweight.cli import _add_common
-
-    _add_common(p)
-    p.set_defaults(out=out, pretrain_epochs=1)
-    p.add_argument(
-        "--adv-epochs",
-        type=int,
-        default=3,
-        help="adversarial pretraining epochs after the clean ones "
-        "(--pretrain-epochs); ignored with --checkpoint",
-    )
-    p.add_argument(
-        "--eps",
-        type=_number,
-        default=None,
-        help="L-inf radius, e.g. 0.3 or 8/255 (default: 0.3 MNIST, 8/255 CIFAR-10)",
-    )
-    p.add_argument("--attack", default="pgd", choices=["pgd", "fgsm"])
-    p.add_argument("--attack-steps", type=int, default=7, help="PGD training steps")
-    p.add_argument("--step-size", type=_number, default=None)
-    p.add_argument(
-        "--target", type=_target, default="16x", help="sparsity (0.9375) or rate"
-    )
-    p.add_argument(
-        "--max-ratio",
-        type=float,
-        default=None,
-        help="highest per-layer sparsity of the MRS allocation "
-        "(default: 1 - (1 - target) / 4)",
-    )
-    p.add_argument(
-        "--mode",
-        default="prune",
-        choices=["prune", "perturb"],
-        help="MRS probe: magnitude-prune half a layer, or perturb its weights",
-    )
-    p.add_argument("--probe-size", type=int, default=256, help="MRS probe images")
-    p.add_argument(
-        "--probe-ratio",
-        type=float,
-        default=0.5,
-        help="fraction of each layer the MRS pruning probe zeroes",
-    )
-
-
-def add_parsers(subparsers) -> None:
-    """Adds the ``robust`` and ``mrs`` subcommands.
-
-    Args:
-        subparsers: The object returned by `argparse.ArgumentParser.add_subparsers`
-            (with ``dest="command"``).
-
-    Example:
-    >>> parser = argparse.ArgumentParser(prog="tf-reweight")
-    >>> add_parsers(parser.add_subparsers(dest="command"))
-    >>> run(parser.parse_args(["mrs", "--target", "16x"]))
-    """
-    r = subparsers.add_parser(
-        "robust",
-        help="adversarial pretraining, robust pruning and retraining, PGD evaluation",
-    )
-    _add_shared(r, "runs/robust")
-    r.add_argument(
-        "--method", default="reweighted", help="reweighted, admm, group_lasso, ..."
-    )
-    r.add_argument("--allocation", default="global", choices=ALLOCATIONS)
-    r.add_argument("--structure", default="unstructured")
-    r.add_argument("--penalty", type=float, default=None, help="default per method")
-    r.add_argument(
-        "--bounded",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="bounded reweighting (default: on for --method reweighted)",
-    )
-    r.add_argument("--reweight-epochs", type=int, default=2, help="penalized epochs")
-    r.add_argument("--retrain-epochs", type=int, default=2)
-    r.add_argument("--eval-steps", type=int, default=None, help="PGD steps")
-    r.add_argument("--eval-step-size", type=_number, default=None)
-    r.add_argument("--eval-restarts", type=int, default=1)
-    r.add_argument(
-        "--recalibrate-bn",
-        type=int,
-        default=None,
-        metavar="N",
-        help="after retraining, recompute BatchNorm statistics on N clean "
-        "training images (`tf_reweight.recalibrate_batchnorm`)",
-    )
-    r.add_argument(
-        "--eval-limit",
-        type=int,
-        default=2000,
-        help="attack only the first N test images (clean accuracy uses all)",
-    )
-    m = subparsers.add_parser(
-        "mrs", help="Module Robustness Sensitivity table, plot and ratios"
-    )
-    _add_shared(m, "runs/mrs")
-    m.add_argument("--rho", type=float, default=0.05, help="relative perturbation")
-
-
 def run(args: argparse.Namespace) -> dict:
     """Runs a parsed ``robust`` or ``mrs`` command.
 
     Args:
-        args: Parsed arguments of a parser set up by `add_parsers`.
+        args: Parsed arguments of a parser set up by
+            `tf_reweight.cli_args.add_robust_parsers`.
 
     Returns:
         The run's record (also written to the output directory).
 
     Raises:
-        ValueError: For invalid options, before any data is loaded.
+        ValueError: For invalid options, a checkpoint that is not a valid
+            ``.keras`` file or an output directory that cannot be written,
+            before any data is loaded.
     """
     if args.command not in COMMANDS:
         raise ValueError(
@@ -170,8 +60,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _resolve(args) -> None:
-    """Fills dataset defaults and validates everything cheap to check."""
-    from tf_reweight import budget, mrpf, recipes, structures
+    """Fills dataset defaults and checks the options against each other."""
+    from tf_reweight import budget
     from tf_reweight.adversarial import AdversarialModel
 
     defaults = DATASET_DEFAULTS[args.dataset]
@@ -181,39 +71,39 @@ def _resolve(args) -> None:
     sparsity = budget.parse_target(args.target)
     if args.max_ratio is not None and not sparsity <= args.max_ratio < 1:
         raise ValueError(
-            f"`--max-ratio` must lie in [target, 1). Received: {args.max_ratio}"
+            f"argument --max-ratio: expected a ratio in [target, 1) = "
+            f"[{sparsity:.4g}, 1). Received: {args.max_ratio}"
         )
-    AdversarialModel(None, args.attack, args.eps, args.step_size, args.attack_steps)
+    try:
+        AdversarialModel(None, args.attack, args.eps, args.step_size, args.attack_steps)
+    except ValueError as error:
+        raise ValueError(
+            f"arguments --attack/--eps/--step-size/--attack-steps: {error}"
+        ) from error
     if not 0 < args.probe_ratio < 1:
         raise ValueError(
-            f"`--probe-ratio` must lie in (0, 1). Received: {args.probe_ratio}"
+            "argument --probe-ratio: expected a fraction in (0, 1). "
+            f"Received: {args.probe_ratio}"
         )
-    counts = {"adv_epochs": 0, "pretrain_epochs": 0, "probe_size": 1}
-    if args.command == "robust":
-        counts.update(reweight_epochs=0, retrain_epochs=0, eval_limit=1)
-        if args.recalibrate_bn is not None:
-            counts["recalibrate_bn"] = 1
-        structures.get(args.structure)
-        bounded = mrpf.bounded_option(args.method, args.bounded)
-        recipes._setup(args.method, args.penalty, None, bounded)
-    for name, low in counts.items():
-        if getattr(args, name) < low:
-            raise ValueError(
-                f"`--{name.replace('_', '-')}` must be at least {low}. "
-                f"Received: {getattr(args, name)}"
-            )
 
 
-def _data(args):
-    import keras
+def _check_pruning(args, model) -> None:
+    """Checks ``--method``, ``--penalty``, ``--bounded``, ``--structure``,
+    ``--target`` and ``--recalibrate-bn`` on the (untrained) dense model."""
+    from tf_reweight import batchnorm, mrpf, recipes
+    from tf_reweight.cli import check_pruning
 
-    from tf_reweight import data
-
-    keras.utils.set_random_seed(args.seed)
-    train, test = data.load(args.dataset, args.data_dir)
-    if args.train_limit:
-        train = (train[0][: args.train_limit], train[1][: args.train_limit])
-    return train, test
+    bounded = mrpf.bounded_option(args.method, args.bounded)
+    try:
+        setup, _, _ = recipes._setup(args.method, args.penalty, None, bounded)
+    except ValueError as error:
+        raise ValueError(f"argument --method {args.method}: {error}") from error
+    check_pruning(model, args.structure, args.target, **setup, **bounded)
+    if args.recalibrate_bn is not None:
+        try:
+            batchnorm._check_layers(model)
+        except ValueError as error:
+            raise ValueError(f"argument --recalibrate-bn: {error}") from error
 
 
 def _mrs_options(args) -> dict:
@@ -232,7 +122,7 @@ def _attack(args) -> dict:
     }
 
 
-def robust_dense(args, train, out: Path):
+def robust_dense(args, train, out: Path, model=None):
     """The robust dense model: ``--checkpoint``, or clean then adversarial training.
 
     Args:
@@ -240,6 +130,8 @@ def robust_dense(args, train, out: Path):
             ``--adv-epochs`` adversarial ones with the training attack).
         train: ``(x, y)`` training arrays.
         out: Where ``dense.keras`` is written.
+        model: The untrained (or loaded) model from
+            `tf_reweight.cli.initial_model`; None builds or loads it here.
 
     Returns:
         The compiled dense model.
@@ -247,7 +139,7 @@ def robust_dense(args, train, out: Path):
     from tf_reweight.cli import _dense_model
     from tf_reweight.mrpf import adversarial_pretrain
 
-    model = _dense_model(args, train)
+    model = _dense_model(args, train, model)
     if not args.checkpoint and args.adv_epochs:
         print(f"Adversarial pretraining: {args.adv_epochs} epochs, {_attack(args)}")
         adversarial_pretrain(
@@ -389,12 +281,15 @@ def robust(args) -> dict:
     """``tf-reweight robust``: returns the record written to ``report.json``."""
     import tf_reweight as tfr
     from tf_reweight import mrpf, reporting
+    from tf_reweight.cli import initial_model, load_data
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = checks.check_out_dir(args.out)
+    model = initial_model(args)
+    _check_pruning(args, model)
     start = time.perf_counter()
-    train, test = _data(args)
-    dense = robust_dense(args, train, out)
+    train, test = load_data(args)
+    out.mkdir(parents=True, exist_ok=True)
+    dense = robust_dense(args, train, out, model)
     dense_metrics = _measure(dense, test, args)
     print(f"Dense: {dense_metrics}")
     print(
@@ -450,13 +345,15 @@ def robust(args) -> dict:
 
 def mrs(args) -> dict:
     """``tf-reweight mrs``: writes ``mrs.json``, ``mrs.png``, ``ratios.json``."""
+    from tf_reweight.cli import initial_model, load_data
     from tf_reweight.mrpf import mrs_ratios
     from tf_reweight.sensitivity import module_robustness_sensitivity
 
-    out = Path(args.out)
+    out = checks.check_out_dir(args.out)
+    model = initial_model(args)
+    train, _ = load_data(args)
     out.mkdir(parents=True, exist_ok=True)
-    train, _ = _data(args)
-    dense = robust_dense(args, train, out)
+    dense = robust_dense(args, train, out, model)
     x, y = train[0][: args.probe_size], train[1][: args.probe_size]
     table = module_robustness_sensitivity(
         dense, x, y, args.eps, mode=args.mode, **_mrs_options(args)

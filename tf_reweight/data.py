@@ -21,6 +21,8 @@ import os
 import tarfile
 import tempfile
 import warnings
+import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -45,12 +47,40 @@ _IMAGE_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 _SPLITS = ("train", "test")
 # Bump when the layout of the decoded CIFAR-10 cache changes.
 _CACHE_VERSION = 1
+_REPLACE = "Replace {path} with a complete copy of the file."
+# What NumPy raises on a truncated, corrupt or incomplete .npz file.
+_UNREADABLE = (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error)
 
 Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """No copy of the requested dataset was found and downloading was not allowed."""
+
+
+def image_shape(name: str) -> tuple[int, int, int]:
+    """The shape of one image of a supported dataset, without loading it.
+
+    Args:
+        name: `"mnist"` or `"cifar10"`.
+
+    Returns:
+        ``(28, 28, 1)`` for MNIST, ``(32, 32, 3)`` for CIFAR-10.
+
+    Raises:
+        ValueError: If `name` is not a supported dataset.
+
+    Example:
+
+    >>> image_shape("cifar10")
+    (32, 32, 3)
+    """
+    if name not in _LOCAL_FILES:
+        raise ValueError(
+            f"Unknown dataset name. Expected one of {sorted(_LOCAL_FILES)}. "
+            f"Received: name={name!r}"
+        )
+    return _IMAGE_SHAPES[name]
 
 
 def load(name: str, data_dir: str | None = None, *, download: bool = False) -> Arrays:
@@ -87,7 +117,8 @@ def load(name: str, data_dir: str | None = None, *, download: bool = False) -> A
         labels are int64 of shape ``(N,)``.
 
     Raises:
-        ValueError: If `name` is not a supported dataset.
+        ValueError: If `name` is not a supported dataset, or its local copy is
+            truncated or corrupt.
         DatasetNotFoundError: If no copy was found and `download` is False.
 
     Example:
@@ -96,12 +127,7 @@ def load(name: str, data_dir: str | None = None, *, download: bool = False) -> A
     >>> x_train.shape, y_train.dtype  # doctest: +SKIP
     ((60000, 28, 28, 1), dtype('int64'))
     """
-    if name not in _LOCAL_FILES:
-        raise ValueError(
-            f"Unknown dataset name. Expected one of {sorted(_LOCAL_FILES)}. "
-            f"Received: name={name!r}"
-        )
-    shape = _IMAGE_SHAPES[name]
+    shape = image_shape(name)
     tfds_dir = Path(
         os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
     ).expanduser()
@@ -118,8 +144,10 @@ def load(name: str, data_dir: str | None = None, *, download: bool = False) -> A
         for folder in (Path(root) / name, Path(root)):
             path = folder / _LOCAL_FILES[name]
             if path.is_file():
-                reader = _read_cifar10 if name == "cifar10" else _read_npz
-                train, test = reader(path)
+                if name == "cifar10":
+                    train, test = _read_cifar10(path)
+                else:
+                    train, test = _read_npz(path, _REPLACE.format(path=path))
                 return _normalize(*train, shape), _normalize(*test, shape)
             looked.append(str(path))
     else:
@@ -132,9 +160,8 @@ def load(name: str, data_dir: str | None = None, *, download: bool = False) -> A
         builder.download_and_prepare()
         return _from_tfds(builder, shape)
 
-    where = "\n".join(f"  - {place}" for place in looked)
     raise DatasetNotFoundError(
-        f"Could not find the dataset {name!r}. Looked in:\n{where}\n"
+        f"Could not find the dataset {name!r}. Looked in: {'; '.join(looked)}. "
         "To fix this, set the TF_REWEIGHT_DATA_DIR environment variable or pass "
         f"`data_dir=` to the directory that holds `{name}/{_LOCAL_FILES[name]}` "
         f"(or to the `{name}/` folder itself), or pass `download=True` to "
@@ -212,10 +239,26 @@ def _normalize(
     return x, np.asarray(labels, dtype=np.int64).reshape(-1)
 
 
-def _read_npz(path: Path) -> Arrays:
-    """Reads uint8 arrays in the `keras.datasets` layout."""
-    with np.load(path) as f:
-        return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+def _read_npz(path: Path, remedy: str) -> Arrays:
+    """Reads uint8 arrays in the `keras.datasets` layout.
+
+    Args:
+        path: The ``.npz`` file.
+        remedy: What to do when the file is unreadable (the error's last part).
+
+    Raises:
+        ValueError: If the file is truncated, corrupt or lacks an array.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+    except _UNREADABLE as e:
+        raise ValueError(
+            f"The dataset file {path} is truncated or corrupt ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else 'unreadable'}). Expected an "
+            "`.npz` archive with the arrays x_train, y_train, x_test and y_test. "
+            f"{remedy}"
+        ) from e
 
 
 def _read_cifar10(archive: Path) -> Arrays:
@@ -226,8 +269,15 @@ def _read_cifar10(archive: Path) -> Arrays:
     ).expanduser()
     cache = cache_dir / f"cifar10-v{_CACHE_VERSION}-{digest}.npz"
     if cache.is_file():
-        return _read_npz(cache)
-    arrays = _decode_cifar10(archive)
+        return _read_npz(cache, f"Delete it; the next load decodes {archive} again.")
+    try:
+        arrays = _decode_cifar10(archive)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise ValueError(
+            f"The dataset file {archive} is truncated or corrupt ({type(e).__name__}: "
+            f"{e}). Expected a gzipped tar of JPEG files. "
+            + _REPLACE.format(path=archive)
+        ) from e
     _write_npz(cache, arrays)
     return arrays
 

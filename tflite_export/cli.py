@@ -13,21 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-import keras
 import numpy as np
 
-from tflite_export.convert import QUANTIZATIONS, export
+from tf_reweight.cli_checks import fraction, load_keras, positive_int
+from tflite_export.convert import QUANTIZATIONS, check_output_path, export
 from tflite_export.verify import random_sample, verify
-
-
-def _load_model(path: str) -> keras.Model:
-    """Loads a `.keras` file, with tf_reweight's custom layers registered."""
-    try:
-        import tf_reweight  # noqa: F401
-    except ImportError:
-        pass
-    return keras.saving.load_model(path, compile=False)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,23 +49,65 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--reference", required=True, help="The .keras model.")
     check.add_argument("--sample-npy", help=".npy array of inputs to compare on.")
     check.add_argument(
-        "--samples", type=int, default=32, help="Random samples without --sample-npy."
+        "--samples",
+        type=positive_int,
+        default=32,
+        help="Random samples without --sample-npy.",
     )
-    check.add_argument("--runs", type=int, default=20, help="Timed invokes.")
+    check.add_argument("--runs", type=positive_int, default=20, help="Timed invokes.")
     check.add_argument("--dense-reference", help="Dense float .tflite to compare.")
 
     for command in (convert, check):
         command.add_argument(
             "--min-agreement",
-            type=float,
+            type=fraction,
             default=0.99,
             help="Exit with status 1 below this argmax agreement (default 0.99).",
         )
     return parser
 
 
-def _load_npy(path: str | None) -> np.ndarray | None:
-    return None if path is None else np.load(path)
+def _load_npy(path: str | None, name: str) -> np.ndarray | None:
+    """Loads a `.npy` array of real numbers; None for no path."""
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise ValueError(
+            f"argument {name}: no such file. Expected a .npy array saved with "
+            f"`numpy.save`. Received: {path}"
+        )
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(
+            f"argument {name}: {path} is not a readable .npy array ({error}). "
+            "Save the inputs with `numpy.save`."
+        ) from error
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise ValueError(
+            f"argument {name}: expected one .npy array of real numbers. "
+            f"Received: {path} holding {type(array).__name__} "
+            f"{getattr(array, 'dtype', '')}".rstrip()
+        )
+    return array
+
+
+def _check_tflite(path: str | None, name: str) -> None:
+    """Checks that ``path`` (if given) is a TFLite flatbuffer ("TFL3" at byte 4)."""
+    if path is None:
+        return
+    if not Path(path).is_file():
+        raise ValueError(
+            f"argument {name}: no such file. Expected an existing .tflite file. "
+            f"Received: {path}"
+        )
+    with open(path, "rb") as f:
+        header = f.read(8)
+    if header[4:8] != b"TFL3":
+        raise ValueError(
+            f"argument {name}: {path} is not a .tflite flatbuffer (truncated or "
+            "another format?). Convert the model again with `tflite-export convert`."
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,37 +127,53 @@ def main(argv: list[str] | None = None) -> int:
     main(["verify", "model.tflite", "--reference", "model.keras"])
     ```
     """
-    args = _parser().parse_args(argv)
     try:
-        if args.command == "convert":
-            report = export(
-                _load_model(args.model),
-                args.output,
-                quantization=args.quantization,
-                sparse=not args.dense,
-                representative_data=_load_npy(args.representative_npy),
-                shrink=args.shrink,
-                sample=_load_npy(args.sample_npy),
-            )
-            agreement = report.verification.argmax_agreement
-        else:
-            reference = _load_model(args.reference)
-            sample = _load_npy(args.sample_npy)
-            if sample is None:
-                sample = random_sample(reference, args.samples)
-            report = verify(
-                args.tflite,
-                reference,
-                sample,
-                runs=args.runs,
-                dense_reference_path=args.dense_reference,
-            )
-            agreement = report.argmax_agreement
+        args = _parser().parse_args(argv)
+    except SystemExit as exit:  # argparse has printed usage and the error
+        return exit.code if isinstance(exit.code, int) else 2
+    try:
+        report, agreement = _run(args)
     except (ValueError, OSError) as error:
-        print(f"tflite-export: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"tflite-export: error: {message}", file=sys.stderr)
         return 2
     print(report)
     return 0 if agreement >= args.min_agreement else 1
+
+
+def _run(args):
+    """Checks every argument (files first, the model last), then runs."""
+    if args.command == "convert":
+        try:
+            check_output_path(args.output, "output")
+        except ValueError as error:
+            raise ValueError(f"argument output: {error}") from error
+        representative = _load_npy(args.representative_npy, "--representative-npy")
+        sample = _load_npy(args.sample_npy, "--sample-npy")
+        report = export(
+            load_keras(args.model, "model", compile=False),
+            args.output,
+            quantization=args.quantization,
+            sparse=not args.dense,
+            representative_data=representative,
+            shrink=args.shrink,
+            sample=sample,
+        )
+        return report, report.verification.argmax_agreement
+    _check_tflite(args.tflite, "tflite")
+    _check_tflite(args.dense_reference, "--dense-reference")
+    sample = _load_npy(args.sample_npy, "--sample-npy")
+    reference = load_keras(args.reference, "--reference", compile=False)
+    if sample is None:
+        sample = random_sample(reference, args.samples)
+    report = verify(
+        args.tflite,
+        reference,
+        sample,
+        runs=args.runs,
+        dense_reference_path=args.dense_reference,
+    )
+    return report, report.argmax_agreement
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -76,17 +77,28 @@ def _strip(model: keras.Model) -> keras.Model:
     return qat.finalize(model) if qat.quantized_layers(model) else strip(model)
 
 
-def _representative_dataset(data):
+def _calibration_batch(batch, model) -> np.ndarray:
+    """One batch of calibration inputs as float32, checked against the model."""
+    batch = np.asarray(batch)
+    if batch.dtype.kind not in "biuf":
+        raise ValueError(
+            "Expected `representative_data` of real numbers (float or int). "
+            f"Received: a batch of dtype {batch.dtype}"
+        )
+    return validate_batch(batch, "representative_data", model)
+
+
+def _representative_dataset(data, model):
     """Wraps an input array (one sample per step) or an iterable of batches."""
     if isinstance(data, np.ndarray):
         batches = (data[i : i + 1] for i in range(len(data)))
     else:
         batches = iter(data)
     for batch in batches:
-        yield [np.asarray(batch, np.float32)]
+        yield [_calibration_batch(batch, model)]
 
 
-def _converter(saved_model_dir: str, quantization: str, sparse: bool, data):
+def _converter(saved_model_dir: str, quantization: str, sparse: bool, data, model):
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     optimizations = [] if quantization == "none" else [tf.lite.Optimize.DEFAULT]
     if sparse:
@@ -95,9 +107,62 @@ def _converter(saved_model_dir: str, quantization: str, sparse: bool, data):
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if quantization == "int8":
-        converter.representative_dataset = lambda: _representative_dataset(data)
+        converter.representative_dataset = lambda: _representative_dataset(data, model)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter
+
+
+def check_output_path(path, name: str = "path") -> None:
+    """Checks that a file can be written at ``path``, before any conversion.
+
+    Args:
+        path: The output file.
+        name: The argument named in the error message.
+
+    Raises:
+        ValueError: If ``path`` is a directory, its folder does not exist, or
+            the place is not writable.
+
+    Example:
+
+    ```python
+    check_output_path("model.tflite")
+    ```
+    """
+    target, folder = Path(path), Path(path).parent
+    if target.is_dir():
+        raise ValueError(
+            f"Expected `{name}` to be a file name, not a directory; add a file "
+            f"name such as {target / 'model.tflite'}. Received: {name}={path}"
+        )
+    if not folder.is_dir():
+        raise ValueError(
+            f"Expected `{name}` in an existing directory; create {folder} first. "
+            f"Received: {name}={path}"
+        )
+    place = target if target.exists() else folder
+    if not os.access(place, os.W_OK):
+        raise ValueError(
+            f"Expected `{name}` in a place this user may write; {place} is not "
+            f"writable. Received: {name}={path}"
+        )
+
+
+def _check_calibration(data, model) -> None:
+    """Checks an array, list or tuple of calibration inputs against the model.
+
+    Batches of another iterable are checked as the converter draws them.
+    """
+    if isinstance(data, list | tuple) and not data:
+        raise ValueError(
+            "Expected `representative_data` to hold at least one batch. "
+            f"Received: representative_data={data!r}"
+        )
+    if isinstance(data, np.ndarray):
+        _calibration_batch(data, model)
+    elif isinstance(data, list | tuple):
+        for batch in data:
+            _calibration_batch(batch, model)
 
 
 def _check_arguments(model, path, quantization, representative_data, sample) -> None:
@@ -113,15 +178,11 @@ def _check_arguments(model, path, quantization, representative_data, sample) -> 
             "array or an iterable of input batches) to calibrate activation "
             "ranges. Received: representative_data=None"
         )
-    if isinstance(representative_data, np.ndarray):
-        validate_batch(representative_data, "representative_data", model)
+    if representative_data is not None:
+        _check_calibration(representative_data, model)
     if sample is not None:
         validate_batch(sample, "sample", model)
-    if not Path(path).parent.is_dir():
-        raise ValueError(
-            "Expected `path` in an existing directory. "
-            f"Received: path={path} (no directory {Path(path).parent})"
-        )
+    check_output_path(path)
 
 
 def export(
@@ -184,7 +245,7 @@ def export(
     with tempfile.TemporaryDirectory() as saved_model_dir:
         converted.export(saved_model_dir, format="tf_saved_model", verbose=False)
         converter = _converter(
-            saved_model_dir, quantization, sparse, representative_data
+            saved_model_dir, quantization, sparse, representative_data, converted
         )
         flatbuffer = converter.convert()
     Path(path).write_bytes(flatbuffer)
