@@ -125,14 +125,25 @@ def test_count_macs_counts_depthwise_per_output_element():
 
 
 @pytest.mark.parametrize(
-    "layer",
-    [L.LSTM(2), L.Lambda(lambda t: t * 2.0)],
+    "layer, name",
+    [(L.LSTM(2, name="lstm"), "LSTM"), (L.Lambda(lambda t: t * 2.0), "Lambda")],
     ids=["lstm", "lambda"],
 )
-def test_shrink_rejects_unsupported_layers(layer):
-    model = keras.Sequential([keras.Input((4, 3)), L.Dense(3), layer])
-    with pytest.raises(ValueError, match="does not support layer .* Supported"):
+def test_unfollowed_layer_fed_by_zero_filters_is_refused_by_name(layer, name):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4, 3)), L.Dense(3, name="d"), layer])
+    _zero_filters(model.get_layer("d"), [1])
+    with pytest.raises(
+        ValueError,
+        match=f"cannot follow layer '{layer.name}' of type {name} .* do not prune them",
+    ):
         shrink(model)
+
+
+def test_unfollowed_layer_without_zero_filters_is_copied():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4, 3)), L.Dense(3), L.LSTM(2)])
+    _assert_same_outputs(model, shrink(model), (4, 3))
 
 
 def test_shrink_rejects_unbuilt_model():
