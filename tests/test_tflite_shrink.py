@@ -1,5 +1,7 @@
 """Tests for tflite_export.shrink: zero filters removed, outputs unchanged."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -341,3 +343,52 @@ def test_separable_and_depthwise_chains():
     assert shrunk.get_layer("sep1").pointwise_kernel.shape[-1] == kept
     assert shrunk.get_layer("dw2").kernel.shape[-2] == kept
     assert _in_channels(shrunk, "sep2") == kept
+
+
+_STOCK = {
+    "MobileNetV2": lambda: keras.applications.MobileNetV2(
+        alpha=0.35, input_shape=(32, 32, 3), weights=None, classifier_activation=None
+    ),
+    "MobileNetV3Small": lambda: keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), weights=None, classifier_activation=None
+    ),
+    "EfficientNetB0": lambda: keras.applications.EfficientNetB0(
+        input_shape=(32, 32, 3), weights=None, classifier_activation=None
+    ),
+    "ResNet50V2": lambda: keras.applications.ResNet50V2(
+        input_shape=(32, 32, 3), weights=None, classifier_activation=None
+    ),
+    "DenseNet121": lambda: keras.applications.DenseNet121(
+        input_shape=(32, 32, 3), weights=None, classifier_activation=None
+    ),
+}
+
+
+_SLOW = pytest.mark.skipif(
+    not os.environ.get("TF_REWEIGHT_SLOW_TESTS"),
+    reason="builds a large stock model; set TF_REWEIGHT_SLOW_TESTS=1",
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n == "MobileNetV3Small" else pytest.param(n, marks=_SLOW) for n in _STOCK],
+)
+def test_stock_application_shrinks_to_the_same_outputs(name):
+    keras.utils.set_random_seed(0)
+    model = _STOCK[name]()
+    _randomize_batch_norms(model)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if type(layer) is L.Conv2D:  # a filter prune of every Conv2D
+            n = layer.filters
+            _zero_filters(layer, rng.choice(n, n // 2, replace=False))
+
+    shrunk = shrink(model)
+
+    x = rng.uniform(0.0, 255.0, (2, 32, 32, 3)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    scale = float(np.abs(expected).max())
+    got = shrunk.predict(x, verbose=0)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * scale)
+    assert count_macs(shrunk) < 0.9 * count_macs(model)
