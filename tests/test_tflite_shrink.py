@@ -392,3 +392,12 @@ def test_stock_application_shrinks_to_the_same_outputs(name):
     got = shrunk.predict(x, verbose=0)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * scale)
     assert count_macs(shrunk) < 0.9 * count_macs(model)
+
+
+def test_zero_filters_of_a_layer_it_cannot_follow_are_refused_by_name():
+    inputs = keras.Input((4, 4, 4))
+    outputs = L.Conv2D(4, 1)(L.Conv2D(4, 3, groups=4, name="grouped")(inputs))
+    model = keras.Model(inputs, outputs)
+    _zero_filters(model.get_layer("grouped"), [1])
+    with pytest.raises(ValueError, match="'grouped' of type Conv2D .*groups=1.*zero"):
+        shrink(model)

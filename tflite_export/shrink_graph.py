@@ -20,9 +20,10 @@ zero constant crosses it. A product with an exactly zero constant is zero
 (the other factor is assumed finite). Each filter-producing layer keeps at
 least one channel.
 
-A layer this model does not cover is left as it is; when channels of zero
-filters feed it, they cannot be removed and `Analysis` raises a `ValueError`
-naming the layer.
+A layer this model does not cover (a nested model, a grouped convolution,
+a custom layer) is copied as it is; when it has zero filters, or channels of
+zero filters feed it, they cannot be removed and `Analysis` raises a
+`ValueError` naming the layer.
 """
 
 from __future__ import annotations
@@ -217,6 +218,17 @@ def _config_problem(layer, rank: int, channels: int) -> str | None:
     return None
 
 
+def _has_zero_filters(layer) -> bool:
+    """Whether a layer (or a model nested in it) has an all-zero kernel column."""
+    if isinstance(layer, keras.Model):
+        return any(_has_zero_filters(inner) for inner in layer.layers)
+    kernel = getattr(layer, "kernel", None)
+    if kernel is None or len(kernel.shape) < 2:
+        return False
+    kernel = keras.ops.convert_to_numpy(kernel)
+    return bool((~kernel.reshape(-1, kernel.shape[-1]).any(0)).any())
+
+
 class Analysis:
     """Channel ids, constants and removable channels of a model's tensors.
 
@@ -405,6 +417,14 @@ class Analysis:
         for ids in self._pinned:
             removable[self.roots(ids)] = False
         for node, reason in self._blocked:
+            if _has_zero_filters(node.op):
+                raise ValueError(
+                    f"`shrink` cannot follow layer '{node.op.name}' of type "
+                    f"{type(node.op).__name__} ({reason}), and it has zero "
+                    "filters, so they cannot be removed. Leave its filters dense "
+                    "(do not prune them), or build the model from layers "
+                    f"`shrink` follows. Received: layer={node.op!r}"
+                )
             for tensor in node.inputs:
                 roots = self.roots(self.ids[id(tensor)])
                 if np.any(removable[roots] & np.isfinite(self.const[id(tensor)])):
