@@ -291,8 +291,10 @@ class Analysis:
         op, inputs = node.op, node.inputs
         if not inputs:
             return "input", None
-        if len(node.outputs) != 1 or isinstance(op, keras.Model):
-            return "other", "it is not a single-output layer"
+        if isinstance(op, keras.Model):
+            return "other", "it is a nested model"
+        if len(node.outputs) != 1:
+            return "other", "it has several outputs"
         first = inputs[0]
         rank, channels = len(first.shape), len(self.ids[id(first)])
         repeat = self.repeat[id(first)]
