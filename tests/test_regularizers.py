@@ -10,7 +10,8 @@ def _wrapped(structure="filter", target=0.5, **penalty):
     inputs = keras.Input((6, 6, 4))
     outputs = keras.layers.Conv2D(8, 3, name="conv")(inputs)
     model = keras.Model(inputs, outputs)
-    pruned = tfr.apply(model, structure, target, **penalty)
+    # Naming the output layer lets filter pruning prune it.
+    pruned = tfr.apply(model, structure, target, layers=["conv"], **penalty)
     return pruned.get_layer("conv")
 
 
