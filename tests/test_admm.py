@@ -157,6 +157,10 @@ def test_bad_update_arguments_raise():
         ({"unit": "batch"}, "unit"),
         ({"rho_factor": 0.5}, "rho_factor"),
         ({"rho_max": 0.0}, "rho_max"),
+        ({"rho_factor": float("nan")}, "rho_factor"),
+        ({"rho_factor": "1.5"}, "rho_factor"),
+        ({"rho_max": float("inf")}, "rho_max"),
+        ({"every": 2.0}, "every"),
     ):
         with pytest.raises(ValueError, match=match):
             ADMMUpdate(**kwargs)

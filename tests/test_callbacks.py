@@ -115,3 +115,78 @@ def test_callback_configs_and_validation():
         tfr.HardPrune(-1)
     with pytest.raises(ValueError, match="schedule"):
         tfr.ScheduledPruning(0.5)
+
+
+X_NAN = X.copy()
+X_NAN[5, 3] = np.nan  # one NaN in the first batch
+
+
+@pytest.mark.parametrize(
+    "callback, where",
+    [
+        (lambda: tfr.Reweight(), "end of epoch 0"),
+        (lambda: tfr.Reweight(1, "step"), "step 1"),
+        (lambda: tfr.ScheduledPruning(tfr.PolynomialSparsity(0.75, 0, 8), 2), "step 2"),
+        (lambda: tfr.admm.ADMMUpdate(), "end of epoch 0"),
+    ],
+)
+def test_nan_data_stops_training_before_the_state_turns_nan(callback, where):
+    # ReLU may hide the NaN from the first loss, not from the d1 kernel.
+    message = f"(loss is not finite|holds NaN or inf) at (the )?{where}"
+    model = _pruned()
+    with pytest.raises(RuntimeError, match=message):
+        model.fit(
+            X_NAN,
+            Y,
+            epochs=2,
+            batch_size=16,
+            shuffle=False,
+            verbose=0,
+            callbacks=[callback()],
+        )
+    for w in tfr.pruning.wrappers(model):
+        pk = w.pruned_kernels[0]
+        assert np.isfinite(pk.penalty.alpha.numpy()).all()
+        assert not w.is_pruned and (pk.mask.numpy() == 1).all()
+
+
+def test_nan_kernel_stops_hard_prune_and_names_the_kernel():
+    model = _pruned()
+    kernel = model.get_layer("d2").layer.kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    with pytest.raises(RuntimeError, match="kernel 'kernel' of layer 'd2'.*epoch 0"):
+        model.fit(X, Y, epochs=1, verbose=0, callbacks=[tfr.HardPrune(0)])
+    assert not any(w.is_pruned for w in tfr.pruning.wrappers(model))
+
+
+def test_callbacks_that_never_finished_warn():
+    model = _pruned()
+    with pytest.warns(UserWarning, match=r"HardPrune\(epoch=5\) never pruned"):
+        model.fit(X, Y, epochs=2, verbose=0, callbacks=[tfr.HardPrune(5)])
+    schedule = tfr.PolynomialSparsity(0.75, begin_step=0, end_step=100)
+    with pytest.warns(UserWarning, match="before its end_step 100"):
+        model.fit(
+            X, Y, epochs=1, verbose=0, callbacks=[tfr.ScheduledPruning(schedule, 2)]
+        )
+
+
+def test_pruning_callbacks_refuse_a_plain_model_before_any_step():
+    inputs = keras.Input((10,))
+    plain = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    plain.compile("sgd", "mse")
+    schedule = tfr.PolynomialSparsity(0.75, 0, 8)
+    for callback in (tfr.ScheduledPruning(schedule, 2), tfr.HardPrune(1)):
+        with pytest.raises(ValueError, match="no pruned layers"):
+            plain.fit(X, np.zeros((64, 3)), verbose=0, callbacks=[callback])
+        assert int(plain.optimizer.iterations.numpy()) == 0
+
+
+@pytest.mark.parametrize("bad", [0, True, 2.0, "2", float("nan"), None])
+def test_integer_arguments_refuse_bools_floats_and_strings(bad):
+    with pytest.raises(ValueError, match="every"):
+        tfr.Reweight(every=bad)
+    with pytest.raises(ValueError, match="frequency"):
+        tfr.ScheduledPruning(tfr.ProgressiveSparsity((2, 4), 5), frequency=bad)
+    if bad != 0:
+        with pytest.raises(ValueError, match="epoch"):
+            tfr.HardPrune(epoch=bad)

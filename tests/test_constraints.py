@@ -27,3 +27,12 @@ def test_mask_constraint_config_round_trip():
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(MaskConstraint()(np.ones(3))), np.ones(3)
     )
+
+
+def test_mask_constraint_writes_exact_zeros_over_nan_and_inf():
+    mask = keras.Variable(np.array([1.0, 0.0, 0.0, 1.0], "float32"))
+    w = np.array([np.nan, np.nan, np.inf, 0.5], "float32")
+    out = keras.ops.convert_to_numpy(MaskConstraint(mask)(w))
+    assert np.isnan(out[0]) and out[3] == 0.5  # kept weights are untouched
+    np.testing.assert_array_equal(out[1:3], 0.0)  # w * 0 would be NaN
+    assert out.dtype == np.float32

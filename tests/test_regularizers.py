@@ -10,6 +10,7 @@ def _wrapped(structure="filter", target=0.5, **penalty):
     inputs = keras.Input((6, 6, 4))
     outputs = keras.layers.Conv2D(8, 3, name="conv")(inputs)
     model = keras.Model(inputs, outputs)
+    # Naming the output layer lets filter pruning prune it.
     pruned = tfr.apply(model, structure, target, layers=["conv"], **penalty)
     return pruned.get_layer("conv")
 
@@ -119,3 +120,35 @@ def test_group_lasso_config_and_bad_penalty():
     assert again.get_config() == {"penalty": 3e-5}
     with pytest.raises(ValueError, match="non-negative"):
         tfr.regularizers.GroupLassoPenalty(-1e-5)
+
+
+@pytest.mark.parametrize("bad", ["1e-4", float("inf"), float("nan"), None, True])
+def test_penalties_refuse_strings_inf_nan_none_and_bools(bad):
+    with pytest.raises(ValueError, match=r"`penalty` must be .*Received: penalty="):
+        tfr.ReweightedGroupPenalty(penalty=bad)
+    with pytest.raises(ValueError, match="`penalty` must be"):
+        tfr.regularizers.GroupLassoPenalty(bad)
+    with pytest.raises(ValueError, match=r"`eps` must be a positive finite number"):
+        tfr.ReweightedGroupPenalty(eps=bad)
+    with pytest.raises(ValueError, match="penalty"):
+        tfr.apply(
+            keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),
+            target=0.5,
+            penalty=bad,
+        )
+
+
+def test_penalty_flags_must_be_bools():
+    with pytest.raises(ValueError, match="`squared` must be True or False"):
+        tfr.ReweightedGroupPenalty(squared="False")
+    with pytest.raises(ValueError, match="`bounded` must be True or False"):
+        tfr.ReweightedGroupPenalty(bounded=1)
+    assert tfr.ReweightedGroupPenalty(1, eps=np.float32(0.1)).get_config()["eps"] == (
+        pytest.approx(0.1)
+    )
+
+
+def test_every_penalty_starts_with_an_unrefreshed_counter():
+    for method in (tfr.ReweightedGroupPenalty(), tfr.regularizers.GroupLassoPenalty()):
+        pk = _wrapped(method=method).pruned_kernels[0]
+        assert int(pk.penalty.refreshed_at.numpy()) == -1

@@ -33,3 +33,24 @@ def test_config_round_trip_and_errors():
         PolynomialSparsity(0.9, 10, 10)
     with pytest.raises(ValueError, match="rates"):
         ProgressiveSparsity((4, 2), 3)
+
+
+@pytest.mark.parametrize(
+    "build, name",
+    [
+        (lambda: PolynomialSparsity(0.9, "0", 10), "begin_step"),
+        (lambda: PolynomialSparsity(0.9, 0, 10.5), "end_step"),
+        (lambda: PolynomialSparsity(0.9, True, 10), "begin_step"),
+        (lambda: PolynomialSparsity(0.9, 0, 10, initial_sparsity="0.1"), "initial"),
+        (lambda: PolynomialSparsity(0.9, 0, 10, power=float("nan")), "power"),
+        (lambda: PolynomialSparsity(0.9, 0, 10, power=float("inf")), "power"),
+        (lambda: ProgressiveSparsity((2, float("inf")), 5), "rates"),
+        (lambda: ProgressiveSparsity("24", 5), "rates"),
+        (lambda: ProgressiveSparsity((2, True), 5), "rates"),
+        (lambda: ProgressiveSparsity((2, 4), True), "steps_per_stage"),
+        (lambda: ProgressiveSparsity((2, 4), 2.5), "steps_per_stage"),
+    ],
+)
+def test_schedules_refuse_strings_bools_nan_and_inf(build, name):
+    with pytest.raises(ValueError, match=name):
+        build()

@@ -131,3 +131,33 @@ def test_cli_verify_on_saved_model(tmp_path, pruned, capsys):
     assert main([*arguments, "--runs", "2"]) == 0
     assert "argmax_agreement" in capsys.readouterr().out
     assert main([*arguments, "--runs", "2", "--min-agreement", "1.01"]) == 1
+
+
+def _with_nan_kernel(model):
+    broken = keras.models.clone_model(model)
+    broken.set_weights(model.get_weights())
+    kernel = broken.layers[-1].kernel
+    kernel.assign(np.where(np.arange(kernel.shape[0])[:, None] == 0, np.nan, kernel))
+    return broken
+
+
+def test_non_finite_outputs_fail_verification(tmp_path, pruned):
+    model, dense, sample = pruned
+    broken = _with_nan_kernel(model)
+    with pytest.raises(ValueError, match="Keras reference model gives NaN or inf"):
+        verify(dense, broken, sample, runs=1)
+    path = str(tmp_path / "nan.tflite")
+    with pytest.raises(ValueError, match="NaN or inf outputs"):
+        export(broken, path)  # verifies against the NaN model by default
+    with pytest.raises(ValueError, match=r"\.tflite file .* gives NaN or inf"):
+        verify(path, model, sample, runs=1)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        evaluate_tflite(path, sample, np.zeros(len(sample), "int64"))
+
+
+def test_non_finite_sample_is_refused(pruned):
+    model, dense, sample = pruned
+    bad = sample.copy()
+    bad[0, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="finite values"):
+        verify(dense, model, bad, runs=1)

@@ -43,20 +43,10 @@ import keras
 import numpy as np
 
 from tf_reweight import pruning
-from tf_reweight.callbacks import Reweight, _step
+from tf_reweight.callbacks import Reweight
+from tf_reweight.checks import check_number
 from tf_reweight.regularizers import KernelPenalty
 from tf_reweight.structures import Structure
-
-
-def _check_positive(name: str, value) -> float:
-    number = isinstance(value, (int, float, np.floating)) and not isinstance(
-        value, bool
-    )
-    if not (number and math.isfinite(value) and value > 0):
-        raise ValueError(
-            f"`{name}` must be a positive number. Received: {name}={value!r}"
-        )
-    return float(value)
 
 
 def units_kept(structure: Structure, kept: np.ndarray, shape4) -> int:
@@ -111,7 +101,7 @@ class ADMMPenalty(KernelPenalty):
     """
 
     def __init__(self, rho: float = 1e-3):
-        self.initial_rho = _check_positive("rho", rho)
+        self.initial_rho = check_number("rho", rho, 0.0, strict=True)
         self.z = self.u = self.rho = None
 
     def build(self, layer, layout, structure):
@@ -255,11 +245,12 @@ class ADMMUpdate(Reweight):
 
     A `Reweight` (same period arguments) whose refresh is ADMM's.
 
-    At the start of every `fit` it takes a Z-step (``Z = project(W + U)``;
-    with ``U = 0`` that is the projection of the trained weights), so a new
-    model starts well and a resumed one continues. Then every ``every``
-    epochs or steps it takes a Z/U step and multiplies ``rho`` by
-    ``rho_factor`` (capped at ``rho_max``). The relative residual
+    When training of a model begins for the first time it takes a Z-step
+    (``Z = project(W)``, the projection of the trained weights), so a new
+    model starts well. Then every ``every`` epochs or steps it takes a Z/U
+    step and multiplies ``rho`` by ``rho_factor`` (capped at ``rho_max``).
+    As with `Reweight`, the step of the last update is saved in the model,
+    so a resumed run updates exactly as the uninterrupted one. The relative residual
     ``||W - Z|| / ||W||`` is written to the epoch logs as ``admm_residual``
     while ADMM is on. Hard-pruned layers are left alone.
 
@@ -282,26 +273,23 @@ class ADMMUpdate(Reweight):
         rho_max: float | None = None,
     ):
         super().__init__(every, unit)
-        if _check_positive("rho_factor", rho_factor) < 1.0:
-            raise ValueError(
-                "`rho_factor` must be at least 1 (rho never decreases). "
-                f"Received: rho_factor={rho_factor!r}"
-            )
-        self.rho_factor = float(rho_factor)
-        self.rho_max = None if rho_max is None else _check_positive("rho_max", rho_max)
+        # rho never decreases.
+        self.rho_factor = check_number("rho_factor", rho_factor, 1.0)
+        if rho_max is not None:
+            rho_max = check_number("rho_max", rho_max, 0.0, strict=True)
+        self.rho_max = rho_max
 
-    def _tick(self, unit: str, count: int) -> None:
-        if unit == self.unit and count % self.every == 0:
+    def _penalties(self) -> list:
+        return [pk.penalty for _, pk in _active(self.model)]
+
+    def _refresh(self, first: bool) -> None:
+        if first:
+            update(self.model, dual=False)
+        else:
             update(self.model, rho_factor=self.rho_factor, rho_max=self.rho_max)
 
-    def on_train_begin(self, logs=None):
-        update(self.model, dual=False)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._tick("step", _step(self.model))
-
     def on_epoch_end(self, epoch, logs=None):
-        self._tick("epoch", epoch + 1)
+        super().on_epoch_end(epoch, logs)
         value = residual(self.model)
         if logs is not None and value is not None:
             logs["admm_residual"] = value

@@ -2,24 +2,31 @@
 
 They store and validate their arguments in ``__init__`` and read everything
 else from the model (the training step comes from the optimizer, the pruned
-state from the wrappers), so one instance can serve several `fit` calls and
-a model resumed from a `.keras` file continues where it stopped.
+state from the wrappers, the step of the last refresh from the penalties), so
+one instance can serve several `fit` calls and a model resumed from a
+`.keras` file (with ``initial_epoch``) continues exactly where it stopped.
+
+The pruning callbacks stop training with a `RuntimeError` when the loss they
+receive or a kernel they read is NaN or infinite, before it reaches the
+penalties' state or the masks.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import keras
+import numpy as np
 
 from tf_reweight import pruning
+from tf_reweight.checks import check_int
 from tf_reweight.sparsity import report
 
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    return value
+_ADVICE = (
+    "Lower the learning rate or the penalty (rho for ADMM), check the data for "
+    "NaN or inf, and resume from the last good checkpoint."
+)
 
 
 def _step(model: keras.Model) -> int:
@@ -34,13 +41,55 @@ class _ConfigurableCallback(keras.callbacks.Callback):
         return cls(**config)
 
 
+class _PruningCallback(_ConfigurableCallback):
+    """A callback that changes pruning state; it refuses NaN and inf.
+
+    It checks the epoch loss at every epoch end; subclasses check the batch
+    loss and the kernels before they act.
+    """
+
+    def _check_loss(self, logs, when: str) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise RuntimeError(
+                f"{type(self).__name__} stopped training: the loss is not finite "
+                f"at {when}. Expected a finite loss. {_ADVICE} Received: "
+                f"loss={loss}"
+            )
+
+    def _check_kernels(self, when: str) -> None:
+        for w in pruning.require_wrappers(self.model):
+            for pk in w.pruned_kernels:
+                kernel = pk.canonical()
+                bad = int(np.count_nonzero(~np.isfinite(kernel)))
+                if bad:
+                    raise RuntimeError(
+                        f"{type(self).__name__} stopped training: kernel "
+                        f"'{pk.name}' of layer '{w.name}' holds NaN or inf at "
+                        f"{when}. Expected finite weights. {_ADVICE} Received: "
+                        f"{bad} non-finite of {kernel.size} weights"
+                    )
+
+    def _all_pruned(self) -> bool:
+        return all(w.is_pruned for w in pruning.require_wrappers(self.model))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check_loss(logs, f"the end of epoch {epoch}")
+
+
 @keras.saving.register_keras_serializable(package="tf_reweight")
-class Reweight(_ConfigurableCallback):
+class Reweight(_PruningCallback):
     """Refreshes ``alpha_g = 1 / (||W_g|| + eps)`` every few epochs or steps.
 
-    The first refresh happens when training begins. In bounded mode the
-    groups the current target keeps get ``alpha = 0``. Hard-pruned layers are
-    left alone.
+    The first refresh of a model happens when its training begins; then one
+    follows every ``every`` epochs (at the end of epochs ``every - 1``,
+    ``2 * every - 1``, ...; pass ``initial_epoch`` when resuming) or every
+    ``every`` optimizer steps. The step of the last refresh is saved in the
+    model, so a run resumed from a checkpoint refreshes exactly as the
+    uninterrupted run, and a refresh a checkpoint missed is made up at the
+    next epoch (or at the start of training). In bounded mode the groups the
+    current target keeps get ``alpha = 0``. Hard-pruned layers are left
+    alone.
 
     Args:
         every: Refresh period.
@@ -52,36 +101,77 @@ class Reweight(_ConfigurableCallback):
 
     def __init__(self, every: int = 1, unit: str = "epoch"):
         super().__init__()
-        self.every = _check_positive_int("every", every)
+        self.every = check_int("every", every, low=1)
         if unit not in ("epoch", "step"):
             raise ValueError(
                 f"`unit` must be 'epoch' or 'step'. Received: unit={unit!r}"
             )
         self.unit = unit
 
-    def on_train_begin(self, logs=None):
+    def _penalties(self) -> list:
+        """The penalties this callback refreshes (of layers not pruned yet)."""
+        return [
+            pk.penalty
+            for w in pruning.require_wrappers(self.model)
+            if not w.is_pruned
+            for pk in w.pruned_kernels
+            if pk.penalty is not None
+        ]
+
+    def _refresh(self, first: bool) -> None:
+        """Refreshes the penalties; ``first`` is the model's first refresh."""
+        del first  # Reweighting's first refresh is like the others.
         pruning.refresh_penalties(self.model)
 
+    def _maybe_refresh(self, when: str, due: bool = True) -> None:
+        """Refreshes if the model never was, or if ``due`` and not done yet."""
+        penalties = self._penalties()
+        if not penalties:
+            return
+        step = _step(self.model)
+        last = min(int(keras.ops.convert_to_numpy(p.refreshed_at)) for p in penalties)
+        if last >= 0 and not (due and last < step):
+            return
+        self._check_kernels(when)
+        self._refresh(first=last < 0)
+        for p in penalties:
+            p.refreshed_at.assign(step)
+
+    def on_train_begin(self, logs=None):
+        step = _step(self.model)
+        due = self.unit == "step" and step % self.every == 0
+        self._maybe_refresh(f"the start of training (step {step})", due)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.unit == "epoch" and epoch % self.every == 0:
+            self._maybe_refresh(f"the start of epoch {epoch}")
+
     def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
         if self.unit == "epoch" and (epoch + 1) % self.every == 0:
-            pruning.refresh_penalties(self.model)
+            self._maybe_refresh(f"the end of epoch {epoch}")
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.unit == "step" and _step(self.model) % self.every == 0:
-            pruning.refresh_penalties(self.model)
+        if self.unit != "step":
+            return
+        step = _step(self.model)
+        if step % self.every == 0:
+            self._check_loss(logs, f"step {step}")
+            self._maybe_refresh(f"step {step}")
 
     def get_config(self):
         return {"every": self.every, "unit": self.unit}
 
 
 @keras.saving.register_keras_serializable(package="tf_reweight")
-class HardPrune(_ConfigurableCallback):
+class HardPrune(_PruningCallback):
     """Projects to the exact target and installs masks at a chosen epoch.
 
     From then on the penalties are off and the `MaskConstraint` keeps pruned
     weights at zero after every optimizer step (masked retraining). A model
     that is already pruned (a later `fit` call, or a resumed model) is not
-    pruned again.
+    pruned again. A `fit` that ends before ``epoch`` warns that nothing was
+    pruned.
 
     Args:
         epoch: The (0-based) epoch at whose start pruning happens; a `fit`
@@ -93,31 +183,41 @@ class HardPrune(_ConfigurableCallback):
 
     def __init__(self, epoch: int = 0):
         super().__init__()
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(
-                f"`epoch` must be an integer >= 0. Received: epoch={epoch!r}"
-            )
-        self.epoch = epoch
+        self.epoch = check_int("epoch", epoch, low=0)
+
+    def on_train_begin(self, logs=None):
+        pruning.require_wrappers(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if epoch >= self.epoch and not all(
-            w.is_pruned for w in pruning.require_wrappers(self.model)
-        ):
+        if epoch >= self.epoch and not self._all_pruned():
+            self._check_kernels(f"the start of epoch {epoch}")
             pruning.hard_prune(self.model, final=True)
+
+    def on_train_end(self, logs=None):
+        if not self._all_pruned():
+            warnings.warn(
+                f"HardPrune(epoch={self.epoch}) never pruned: training ended "
+                f"before epoch {self.epoch} began, so the model is not pruned "
+                f"and its penalties are still on. Fit for more than {self.epoch} "
+                "epochs (or resume with `initial_epoch`), lower `epoch`, or "
+                "call `tf_reweight.hard_prune(model)`.",
+                stacklevel=2,
+            )
 
     def get_config(self):
         return {"epoch": self.epoch}
 
 
 @keras.saving.register_keras_serializable(package="tf_reweight")
-class ScheduledPruning(_ConfigurableCallback):
+class ScheduledPruning(_PruningCallback):
     """Prunes gradually along a schedule, then hands over to masked retraining.
 
     Every ``frequency`` steps within the schedule, each wrapper's current
     target becomes its final target times ``schedule(step) / schedule.final``
     and the kernels are projected onto it (magnitude pruning within the
     structure). Reweighting, if used, presses the groups the *current* target
-    removes next. At ``schedule.end_step`` the final hard prune happens.
+    removes next. At ``schedule.end_step`` the final hard prune happens; a
+    `fit` that ends before it warns.
 
     Args:
         schedule: A `PolynomialSparsity`, `ProgressiveSparsity` or any
@@ -142,7 +242,10 @@ class ScheduledPruning(_ConfigurableCallback):
                 f"schedule={schedule!r}"
             )
         self.schedule = schedule
-        self.frequency = _check_positive_int("frequency", frequency)
+        self.frequency = check_int("frequency", frequency, low=1)
+
+    def on_train_begin(self, logs=None):
+        pruning.require_wrappers(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         step = _step(self.model)
@@ -150,11 +253,25 @@ class ScheduledPruning(_ConfigurableCallback):
             step % self.frequency and step < self.schedule.end_step
         ):
             return
-        if all(w.is_pruned for w in pruning.require_wrappers(self.model)):
+        if self._all_pruned():
             return
+        self._check_loss(logs, f"step {step}")
+        self._check_kernels(f"step {step}")
         current = float(keras.ops.convert_to_numpy(self.schedule(step)))
         pruning.set_sparsity(self.model, current / self.schedule.final)
         pruning.hard_prune(self.model, final=step >= self.schedule.end_step)
+
+    def on_train_end(self, logs=None):
+        if not self._all_pruned():
+            step = _step(self.model)
+            warnings.warn(
+                f"ScheduledPruning ended at step {step}, before its end_step "
+                f"{self.schedule.end_step}: the final hard prune did not happen, "
+                "so the model is short of its target and its penalties are "
+                f"still on. Train for {self.schedule.end_step - step} more steps "
+                "(resume with the same callback) or end the schedule earlier.",
+                stacklevel=2,
+            )
 
     def get_config(self):
         return {

@@ -7,13 +7,15 @@ import keras
 
 @keras.saving.register_keras_serializable(package="tf_reweight")
 class MaskConstraint(keras.constraints.Constraint):
-    """Keeps pruned weights at exactly zero: ``w -> w * mask``.
+    """Keeps pruned weights at exactly zero: ``w -> where(mask, w, 0)``.
 
     Keras applies a variable's constraint after each optimizer update, so a
     hard-pruned kernel stays pruned through masked retraining. The mask is a
     non-trainable weight of `tf_reweight.PruningWrapper` (saved with the
     model); the wrapper binds it here. An optional ``then`` constraint (for
     example `tf_reweight.QuantizeConstraint`) is applied to the masked kernel.
+    A pruned weight becomes 0 even when it is NaN or inf (``w * 0`` would
+    keep it NaN).
 
     Args:
         mask: The 0/1 mask variable (bound by the wrapper), or None.
@@ -30,7 +32,8 @@ class MaskConstraint(keras.constraints.Constraint):
 
     def __call__(self, w):
         if self.mask is not None:
-            w = w * keras.ops.cast(self.mask, w.dtype)
+            keep = keras.ops.not_equal(self.mask, 0)
+            w = keras.ops.where(keep, w, keras.ops.zeros_like(w))
         return w if self.then is None else self.then(w)
 
     def get_config(self):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from tf_reweight.checks import check_bool, check_number
 from tf_reweight.layouts import KernelLayout
 from tf_reweight.structures import Structure
 
@@ -20,11 +21,15 @@ class KernelPenalty(keras.regularizers.Regularizer):
     """Base class of penalties bound to one kernel and its structure.
 
     Subclasses implement `penalty(w4)` on the canonical kernel and, if they
-    keep state, `build`, `refresh` and `deactivate`.
+    keep state, `build`, `refresh` and `deactivate`. `build` gives every
+    penalty a ``refreshed_at`` counter, the training step of its last
+    refresh (-1 before the first), which the refreshing callbacks keep so
+    that a resumed `fit` refreshes exactly when the uninterrupted one would.
     """
 
     layout: KernelLayout | None = None
     structure: Structure | None = None
+    refreshed_at: keras.Variable | None = None
 
     def build(
         self, layer: keras.layers.Layer, layout: KernelLayout, structure: Structure
@@ -37,6 +42,13 @@ class KernelPenalty(keras.regularizers.Regularizer):
             structure: The sparsity structure whose groups are penalized.
         """
         self.layout, self.structure = layout, structure
+        self.refreshed_at = layer.add_weight(
+            name=f"{layout.attr}_refreshed_at",
+            shape=(),
+            dtype="int32",
+            initializer=keras.initializers.Constant(-1),
+            trainable=False,
+        )
 
     def __call__(self, x):
         if self.layout is None:
@@ -87,14 +99,6 @@ def group_norms(structure: Structure, w4, squared: bool = False):
     return sq if squared else keras.ops.sqrt(sq + 1e-12)
 
 
-def _check_nonnegative(name: str, value: float) -> float:
-    if not float(value) >= 0.0:
-        raise ValueError(
-            f"`{name}` must be a non-negative number. Received: {name}={value!r}"
-        )
-    return float(value)
-
-
 @keras.saving.register_keras_serializable(package="tf_reweight")
 class ReweightedGroupPenalty(KernelPenalty):
     """Reweighted group regularization.
@@ -136,12 +140,10 @@ class ReweightedGroupPenalty(KernelPenalty):
         squared: bool = False,
         bounded: bool = False,
     ):
-        self.lam = _check_nonnegative("penalty", penalty)
-        if not float(eps) > 0.0:
-            raise ValueError(f"`eps` must be positive. Received: eps={eps!r}")
-        self.eps = float(eps)
-        self.squared = bool(squared)
-        self.bounded = bool(bounded)
+        self.lam = check_number("penalty", penalty, 0.0)
+        self.eps = check_number("eps", eps, 0.0, strict=True)
+        self.squared = check_bool("squared", squared)
+        self.bounded = check_bool("bounded", bounded)
         self.alpha = None
 
     def build(self, layer, layout, structure):
@@ -206,7 +208,7 @@ class GroupLassoPenalty(KernelPenalty):
     """
 
     def __init__(self, penalty: float = 1e-4):
-        self.lam = _check_nonnegative("penalty", penalty)
+        self.lam = check_number("penalty", penalty, 0.0)
         self.scale = None
 
     def build(self, layer, layout, structure):

@@ -11,10 +11,12 @@ from collections.abc import Sequence
 import keras
 
 from tf_reweight.budget import parse_target
+from tf_reweight.checks import check_int, check_number
 
 
 def _check_steps(begin_step: int, end_step: int) -> None:
-    if not 0 <= int(begin_step) < int(end_step):
+    check_int("begin_step", begin_step, low=0)
+    if not begin_step < check_int("end_step", end_step, low=0):
         raise ValueError(
             "Expected 0 <= begin_step < end_step. Received: "
             f"begin_step={begin_step}, end_step={end_step}"
@@ -53,14 +55,15 @@ class PolynomialSparsity:
     ):
         _check_steps(begin_step, end_step)
         self.final = parse_target(final_sparsity)
-        if not 0.0 <= float(initial_sparsity) < self.final:
+        initial = check_number("initial_sparsity", initial_sparsity, 0.0)
+        if not initial < self.final:
             raise ValueError(
                 "Expected 0 <= initial_sparsity < final_sparsity. Received: "
                 f"initial_sparsity={initial_sparsity}"
             )
         self.begin_step, self.end_step = int(begin_step), int(end_step)
-        self.initial = float(initial_sparsity)
-        self.power = float(power)
+        self.initial = initial
+        self.power = check_number("power", power, 0.0, strict=True)
 
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")
@@ -101,13 +104,19 @@ class ProgressiveSparsity:
     def __init__(
         self, rates: Sequence[float], steps_per_stage: int, begin_step: int = 0
     ):
-        rates = [float(r) for r in rates]
-        if not rates or any(r <= 1.0 for r in rates) or rates != sorted(rates):
+        if isinstance(rates, str) or not isinstance(rates, Sequence):
+            raise ValueError(
+                "`rates` must be a sequence of compression rates, such as "
+                f"(2, 4, 8). Received: rates={rates!r}"
+            )
+        rates = [check_number("rates", r, 1.0, strict=True) for r in rates]
+        if not rates or rates != sorted(rates):
             raise ValueError(
                 "`rates` must be increasing compression rates above 1. "
                 f"Received: rates={rates}"
             )
-        _check_steps(begin_step, begin_step + int(steps_per_stage))
+        check_int("steps_per_stage", steps_per_stage, low=1)
+        _check_steps(begin_step, begin_step + steps_per_stage)
         self.rates = rates
         self.steps_per_stage, self.begin_step = int(steps_per_stage), int(begin_step)
         self.end_step = self.begin_step + self.steps_per_stage * (len(rates) - 1)

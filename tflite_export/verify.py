@@ -324,7 +324,8 @@ def validate_batch(x, name: str, model: keras.Model | None = None) -> np.ndarray
         `x` as a float32 array.
 
     Raises:
-        ValueError: If `x` is empty or does not fit the model's input.
+        ValueError: If `x` is empty, holds NaN or inf, or does not fit the
+            model's input.
 
     Example:
 
@@ -338,6 +339,12 @@ def validate_batch(x, name: str, model: keras.Model | None = None) -> np.ndarray
             f"Expected `{name}` to be a non-empty batch of inputs. "
             f"Received: {name} with shape {x.shape}"
         )
+    if np.issubdtype(x.dtype, np.number) and not np.all(np.isfinite(x)):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise ValueError(
+            f"Expected `{name}` to hold finite values. Received: {name} with "
+            f"{bad} NaN or inf values of {x.size}"
+        )
     if model is not None:
         expected = tuple(model.inputs[0].shape[1:])
         fits = len(expected) == x.ndim - 1 and all(
@@ -349,6 +356,19 @@ def validate_batch(x, name: str, model: keras.Model | None = None) -> np.ndarray
                 f"Received: {name} with shape {x.shape}"
             )
     return x.astype(np.float32)
+
+
+def _check_outputs(outputs: np.ndarray, source: str) -> None:
+    """Refuses outputs with NaN or inf, which no parity measure can compare."""
+    bad = ~np.all(np.isfinite(outputs), axis=1)
+    if bad.any():
+        raise ValueError(
+            f"Verification failed: {source} gives NaN or inf outputs, so the "
+            "file cannot be checked against its model. Expected finite outputs "
+            "on the sample (check the model's weights for NaN or inf). "
+            f"Received: {int(bad.sum())} of {len(outputs)} samples with "
+            "non-finite outputs"
+        )
 
 
 def _check_file(path, name: str) -> str:
@@ -369,7 +389,8 @@ def verify(
     Runs `sample` through the file with the LiteRT interpreter (default
     delegate, or builtin kernels when the default delegate fails) and through
     `reference.predict`, counts the zero weights stored in the flatbuffer and
-    times single-sample invokes.
+    times single-sample invokes. Verification fails when either model gives
+    NaN or inf outputs on `sample`.
 
     Args:
         tflite_path: Path of the `.tflite` file (one input, one output).
@@ -383,6 +404,10 @@ def verify(
 
     Returns:
         A `VerifyReport`.
+
+    Raises:
+        ValueError: For bad arguments, or non-finite outputs of the Keras
+            model or of the file.
 
     Example:
 
@@ -400,9 +425,11 @@ def verify(
     if not isinstance(runs, int) or runs < 1:
         raise ValueError(f"Expected `runs` to be a positive int. Received: runs={runs}")
 
+    expected = np.asarray(reference.predict(sample, verbose=0)).reshape(len(sample), -1)
+    _check_outputs(expected, "the Keras reference model")
     runner = _Runner(tflite_path)
     actual = runner.predict(sample).reshape(len(sample), -1)
-    expected = np.asarray(reference.predict(sample, verbose=0)).reshape(len(sample), -1)
+    _check_outputs(actual, f"the .tflite file {tflite_path}")
     weight_count, zero_weights, sparse_tensors = count_zero_weights(tflite_path)
     report = VerifyReport(
         path=tflite_path,
@@ -439,6 +466,9 @@ def evaluate_tflite(
     Returns:
         The fraction of samples whose output argmax equals the label.
 
+    Raises:
+        ValueError: For bad arguments, or NaN or inf outputs of the file.
+
     Example:
 
     ```python
@@ -460,4 +490,5 @@ def evaluate_tflite(
             f"Received: batch_size={batch_size}"
         )
     outputs = _Runner(tflite_path).predict(x, batch_size).reshape(len(x), -1)
+    _check_outputs(outputs, f"the .tflite file {tflite_path}")
     return float(np.mean(outputs.argmax(1) == labels))
