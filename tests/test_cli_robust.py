@@ -45,7 +45,9 @@ def test_robust_mrs_allocation_writes_reports_and_exact_budget(tmp_path, data_di
     (_, _), (x_test, y_test) = data.load("mnist", data_dir)
     plain = keras.saving.load_model(out / "model.keras")
     logits = plain.predict(x_test, batch_size=1000, verbose=0)
-    assert np.mean(np.argmax(logits, -1) == y_test) == pytest.approx(record["accuracy"])
+    # Another batch size may flip one near-tie argmax of the 10,000.
+    accuracy = np.mean(np.argmax(logits, -1) == y_test)
+    assert accuracy == pytest.approx(record["accuracy"], abs=1.5 / len(y_test))
     assert (
         sum(np.count_nonzero(plain.get_layer(n).kernel) for n in LENET5)
         == (record["nonzeros"])

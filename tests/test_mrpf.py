@@ -174,5 +174,6 @@ def test_recalibrate_bn_recomputes_statistics_on_clean_inputs_after_fine_tuning(
     bn = out.model.get_layer("bn")
     moving = bn.moving_mean.numpy(), bn.moving_variance.numpy()
     tfr.recalibrate_batchnorm(out.model, x)
-    np.testing.assert_allclose(bn.moving_mean.numpy(), moving[0], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(bn.moving_variance.numpy(), moving[1], rtol=1e-5)
+    # Other batchings sum in another float32 order: means near 0 need atol.
+    np.testing.assert_allclose(bn.moving_mean.numpy(), moving[0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), moving[1], rtol=1e-4)

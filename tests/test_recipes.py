@@ -69,7 +69,8 @@ def test_prune_recalibrates_batchnorm_on_a_sample_of_training_inputs():
     sample = x[np.sort(np.random.default_rng(0).choice(96, 40, replace=False))]
     tfr.recalibrate_batchnorm(result.model, sample, batch_size=32)
     for old, new in zip(moving, _moving(result.model), strict=True):
-        np.testing.assert_allclose(old, new, rtol=1e-5, atol=1e-6)
+        # Float32 moments pooled in another order: about 1e-6 off; margin.
+        np.testing.assert_allclose(old, new, rtol=1e-4, atol=1e-5)
     plain = recipes.prune(_bn_classifier(), (x, y), **options)
     assert plain.recalibrated_bn == 0
 

@@ -23,7 +23,11 @@ def test_batching_does_not_change_deterministic_accuracies(mlp, mnist):
     many = evaluate_robustness(
         mlp, x, y, 0.05, ("fgsm", "clean"), batch_size=64, verbose=0
     )
-    assert one == many
+    # Other batch sizes give float32 logits and gradients a few ulps apart; a
+    # near tie or a gradient sign at ~0 may move one example of the 500.
+    assert one.keys() == many.keys()
+    for name in one:
+        assert one[name] == pytest.approx(many[name], abs=1.5 / len(y))
 
 
 def test_restarts_never_increase_accuracy(mlp, mnist):

@@ -38,7 +38,10 @@ def _zero_filters(layer, filters):
 def _assert_same_outputs(original, shrunk, shape, seed=1):
     x = np.random.default_rng(seed).normal(size=(4, *shape)).astype("float32")
     expected = original.predict(x, verbose=0)
-    np.testing.assert_allclose(shrunk.predict(x, verbose=0), expected, atol=1e-5)
+    # Absorbed biases sum in another float32 order: error grows with |output|.
+    np.testing.assert_allclose(
+        shrunk.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_conv_net_drops_zero_filters_and_folds_constants():
