@@ -38,8 +38,23 @@ def _dense_only() -> keras.Model:
     return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
 
 
-def _lstm() -> keras.Model:
+def _lstm_only() -> keras.Model:
     return keras.Sequential([keras.Input((4, 3)), keras.layers.LSTM(2, name="lstm")])
+
+
+def _lstm() -> keras.Model:
+    """An LSTM reading a zero filter, which shrink cannot follow."""
+    model = keras.Sequential(
+        [
+            keras.Input((4, 3)),
+            keras.layers.Dense(4, name="d"),
+            keras.layers.LSTM(2, name="lstm"),
+        ]
+    )
+    kernel, bias = model.get_layer("d").get_weights()
+    kernel[:, 0] = 0.0
+    model.get_layer("d").set_weights([kernel, bias])
+    return model
 
 
 def _unbuilt() -> keras.Model:
@@ -87,7 +102,7 @@ CASES = [
         "apply-no-prunable-layer",
         lambda m: tfr.apply(m, target=0.5),
         "no prunable layer",
-        _lstm,
+        _lstm_only,
     ),
     # tfr.apply: structure
     row(
@@ -166,25 +181,21 @@ CASES = [
         "apply-penalty-str",
         lambda m: tfr.apply(m, target=0.5, penalty="1e-4"),
         received("penalty='1e-4'"),
-        marks=silent("a string penalty is converted with float() and accepted"),
     ),
     row(
         "apply-penalty-inf",
         lambda m: tfr.apply(m, target=0.5, penalty=float("inf")),
         received("penalty=inf"),
-        marks=silent("an infinite penalty is accepted"),
     ),
     row(
         "apply-penalty-None",
         lambda m: tfr.apply(m, target=0.5, penalty=None),
         received("penalty=None"),
-        marks=silent("penalty=None raises float()'s TypeError"),
     ),
     row(
         "apply-penalty-bool",
         lambda m: tfr.apply(m, target=0.5, penalty=True),
         received("penalty=True"),
-        marks=silent("penalty=True is accepted as 1.0"),
     ),
     # tfr.apply: eps
     row(
@@ -204,13 +215,11 @@ CASES = [
         "apply-eps-inf",
         lambda m: tfr.apply(m, target=0.5, eps=float("inf")),
         received("eps=inf"),
-        marks=silent("an infinite eps is accepted (every alpha becomes 0)"),
     ),
     row(
         "apply-eps-str",
         lambda m: tfr.apply(m, target=0.5, eps="a"),
         received("eps='a'"),
-        marks=silent("eps='a' raises float()'s message, without Received"),
     ),
     # tfr.apply: scope, layers, method, flags
     row(
@@ -324,13 +333,11 @@ CASES = [
         "poly-power-0",
         lambda m: tfr.PolynomialSparsity(0.5, 0, 5, power=0),
         received("power=0"),
-        marks=silent("power <= 0 is accepted"),
     ),
     row(
         "poly-begin-float",
         lambda m: tfr.PolynomialSparsity(0.5, 1.5, 5),
         received("begin_step=1.5"),
-        marks=silent("a fractional begin_step is accepted"),
     ),
     row(
         "progressive-empty",
@@ -345,24 +352,22 @@ CASES = [
     row(
         "progressive-rate-1",
         lambda m: tfr.ProgressiveSparsity((1, 2), 5),
-        received("rates=[1.0, 2.0]"),
+        received("rates=1"),
     ),
     row(
         "progressive-steps-0",
         lambda m: tfr.ProgressiveSparsity((2, 4), 0),
-        "end_step=0",
+        received("steps_per_stage=0"),
     ),
     row(
         "progressive-steps-float",
         lambda m: tfr.ProgressiveSparsity((2, 4), 1.5),
         received("steps_per_stage=1.5"),
-        marks=silent("a fractional steps_per_stage is truncated to an int"),
     ),
     row(
         "progressive-rates-str",
         lambda m: tfr.ProgressiveSparsity("24", 5),
         received("rates='24'"),
-        marks=silent("a string of digits is read as the rates (2, 4)"),
     ),
     # penalties
     row(
@@ -380,25 +385,21 @@ CASES = [
         "rgp-penalty-str",
         lambda m: tfr.ReweightedGroupPenalty("1e-4"),
         received("penalty='1e-4'"),
-        marks=silent("a string penalty is accepted"),
     ),
     row(
         "rgp-penalty-inf",
         lambda m: tfr.ReweightedGroupPenalty(float("inf")),
         received("penalty=inf"),
-        marks=silent("an infinite penalty is accepted"),
     ),
     row(
         "rgp-penalty-None",
         lambda m: tfr.ReweightedGroupPenalty(None),
         received("penalty=None"),
-        marks=silent("penalty=None raises float()'s TypeError"),
     ),
     row(
         "rgp-eps-inf",
         lambda m: tfr.ReweightedGroupPenalty(eps=float("inf")),
         received("eps=inf"),
-        marks=silent("an infinite eps is accepted"),
     ),
     row(
         "lasso-penalty-negative", lambda m: tfr.GroupLassoPenalty(-1.0), "penalty=-1.0"
@@ -412,7 +413,6 @@ CASES = [
         "lasso-penalty-str",
         lambda m: tfr.GroupLassoPenalty("x"),
         received("penalty='x'"),
-        marks=silent("penalty='x' raises float()'s message, without Received"),
     ),
     row("admm-rho-0", lambda m: tfr.ADMMPenalty(0.0), received("rho=0.0")),
     row("admm-rho-negative", lambda m: tfr.ADMMPenalty(-1.0), received("rho=-1.0")),
@@ -494,7 +494,7 @@ CASES = [
     row(
         "shrink-unsupported-layer",
         lambda m: shrink(m),
-        "does not support layer 'lstm'",
+        "cannot follow layer 'lstm'",
         _lstm,
     ),
     row("shrink-pruning-wrappers", lambda m: shrink(m), "type PruningWrapper", _pruned),

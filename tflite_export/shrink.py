@@ -18,6 +18,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from tf_reweight.pruning import wrappers
 from tflite_export.shrink_graph import (
     Analysis,
     Node,
@@ -221,6 +222,12 @@ def shrink(model: keras.Model) -> keras.Model:
     ```
     """
     _check_built(model)
+    if wrappers(model):
+        raise ValueError(
+            "The model still has pruning wrappers. Expected a plain model: call "
+            "`tf_reweight.strip` first (`tflite_export.export` does). Received: "
+            f"model={model.name!r} with layers of type PruningWrapper"
+        )
     analysis = Analysis(model)
     configs, weights = {}, {}
     for node in analysis.nodes:
