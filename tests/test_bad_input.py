@@ -261,7 +261,6 @@ CASES = [
         "apply-skip-first-str",
         lambda m: tfr.apply(m, target=0.5, skip_first="yes"),
         received("skip_first='yes'"),
-        marks=silent("a non-bool skip_first is accepted by truthiness"),
     ),
     # tfr.parse_target
     row("parse-target-2", lambda m: tfr.parse_target(2.0), received("target=2.0")),
@@ -308,7 +307,6 @@ CASES = [
         "monitor-log-dir-int",
         lambda m: tfr.SparsityMonitor(3),
         received("log_dir=3"),
-        marks=silent("a non-string log_dir is accepted and fails at the first epoch"),
     ),
     # schedules
     row(

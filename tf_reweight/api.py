@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import keras
 
 from tf_reweight import budget, structures, walker
+from tf_reweight.checks import check_bool
 from tf_reweight.layouts import SUPPORTED_LAYERS, unsupported_reason
 from tf_reweight.pruning import wrappers
 from tf_reweight.regularizers import KernelPenalty, ReweightedGroupPenalty
@@ -233,6 +234,12 @@ def apply(
     ...                                       tf_reweight.callbacks.HardPrune(4)])
     """
     check_model(model)
+    for name, value in (
+        ("skip_first", skip_first),
+        ("skip_last", skip_last),
+        ("strict", strict),
+    ):
+        check_bool(name, value)
     if method is None:
         method = ReweightedGroupPenalty(
             penalty, eps=eps, squared=squared, bounded=bounded

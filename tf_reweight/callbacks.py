@@ -14,6 +14,7 @@ penalties' state or the masks.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import keras
@@ -301,9 +302,14 @@ class SparsityMonitor(_ConfigurableCallback):
     >>> history.history["sparsity"]
     """
 
-    def __init__(self, log_dir: str | None = None):
+    def __init__(self, log_dir: str | os.PathLike | None = None):
         super().__init__()
-        self.log_dir = log_dir
+        if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
+            raise ValueError(
+                "`log_dir` must be a directory path or None. Received: "
+                f"log_dir={log_dir!r}"
+            )
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
