@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import keras
 
-from tf_reweight import pruning
+from tf_reweight import backend_support, pruning
 from tf_reweight.api import report
 
 
@@ -23,6 +23,8 @@ def _check_positive_int(name: str, value) -> int:
 
 
 def _step(model: keras.Model) -> int:
+    """The optimizer's step; first syncs the JAX state for eager access."""
+    backend_support.sync_state(model)
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
@@ -201,6 +203,9 @@ class SparsityMonitor(_ConfigurableCallback):
             self._write(epoch, values)
 
     def _write(self, epoch, values):
+        backend_support.require(
+            "SparsityMonitor(log_dir=...)", "tf.summary", backend=None
+        )
         import tensorflow as tf
 
         if self._writer is None:

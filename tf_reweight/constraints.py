@@ -15,6 +15,10 @@ class MaskConstraint(keras.constraints.Constraint):
     model); the wrapper binds it here. An optional ``then`` constraint (for
     example `tf_reweight.QuantizeConstraint`) is applied to the masked kernel.
 
+    On the JAX backend the optimizer step cannot read the mask, so the
+    wrapper binds no mask (``mask=None``: only ``then`` applies) and masks
+    the kernel in its forward pass instead (see `tf_reweight.backend_support`).
+
     Args:
         mask: The 0/1 mask variable (bound by the wrapper), or None.
         then: An optional constraint applied after masking.
