@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import keras
 import numpy as np
 
-from tf_reweight import budget, structures
+from tf_reweight import backend_support, budget, structures
 from tf_reweight.layouts import SUPPORTED_LAYERS, kernel_layouts
 from tf_reweight.pruning import wrappers
 from tf_reweight.regularizers import KernelPenalty, ReweightedGroupPenalty
@@ -229,10 +229,7 @@ def strip(model: keras.Model) -> keras.Model:
         if isinstance(old, PruningWrapper):
             for pk in old.pruned_kernels:
                 kernel = getattr(new, pk.layout.attr)
-                kernel.assign(
-                    keras.ops.convert_to_numpy(pk.variable)
-                    * keras.ops.convert_to_numpy(pk.mask)
-                )
+                kernel.assign(backend_support.masked_value(pk))  # backend hook
     return plain
 
 
@@ -340,12 +337,15 @@ def report(model: keras.Model) -> SparsityReport:
     rows = []
     for layer in _flat_layers(model):
         if isinstance(layer, PruningWrapper):
-            kernels = {pk.layout.attr: pk.layout for pk in layer.pruned_kernels}
+            kernels = {pk.layout.attr: pk for pk in layer.pruned_kernels}
             inner = layer.layer
         else:
             kernels, inner = {}, layer
         for layout in kernel_layouts(inner):
-            value = keras.ops.convert_to_numpy(getattr(inner, layout.attr))
+            if layout.attr in kernels:  # backend hook: pruned kernels read masked
+                value = backend_support.masked_value(kernels[layout.attr])
+            else:
+                value = keras.ops.convert_to_numpy(getattr(inner, layout.attr))
             rows.append(
                 LayerSparsity(
                     layer=layer.name,

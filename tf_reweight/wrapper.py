@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from tf_reweight import regularizers, structures
+from tf_reweight import backend_support, regularizers, structures
 from tf_reweight.constraints import MaskConstraint
 from tf_reweight.layouts import KernelLayout, kernel_layouts
 from tf_reweight.regularizers import KernelPenalty
@@ -44,9 +44,8 @@ class PrunedKernel:
 
     def canonical(self) -> np.ndarray:
         """The current kernel in the canonical view, as NumPy."""
-        return np.reshape(
-            keras.ops.convert_to_numpy(self.variable), self.layout.canonical
-        )
+        # backend hook: read the masked kernel (stored pruned weights may move on JAX).
+        return np.reshape(backend_support.masked_value(self), self.layout.canonical)
 
     def assign_mask(self, mask4: np.ndarray) -> None:
         """Installs a canonical mask and zeroes the pruned weights."""
@@ -132,11 +131,16 @@ class PruningWrapper(keras.layers.Wrapper):
                 penalty = type(self.method).from_config(self.method.get_config())
                 penalty.build(self, layout, self.structure)
             variable.regularizer = penalty
-            variable.constraint = MaskConstraint(mask, then=variable.constraint)
+            # backend hook: on JAX the mask applies in `call`, not as a constraint.
+            bound = None if backend_support.masks_in_forward_pass() else mask
+            variable.constraint = MaskConstraint(bound, then=variable.constraint)
             self.pruned_kernels.append(PrunedKernel(layout, variable, mask, penalty))
         self.built = True
 
     def call(self, inputs):
+        # backend hook: on JAX the masks apply in the forward pass.
+        if backend_support.masks_in_forward_pass():
+            return backend_support.masked_call(self, inputs)
         return self.layer(inputs)
 
     def compute_output_shape(self, input_shape):
