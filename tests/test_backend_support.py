@@ -172,6 +172,10 @@ def test_keras_round_trip_keeps_masks(tmp_path):
     assert tfr.report(loaded).sparsity == pytest.approx(0.75, abs=1e-6)
     for a, b in zip(_masked(model), _masked(loaded), strict=True):
         np.testing.assert_array_equal(a, b)
+    for wrapper in tfr.pruning.wrappers(loaded):
+        (pk,) = wrapper.pruned_kernels
+        stored = keras.ops.convert_to_numpy(pk.variable)  # zeros on any backend
+        np.testing.assert_array_equal(stored, backend_support.masked_value(pk))
 
 
 def test_require_names_the_backend_and_the_fix():

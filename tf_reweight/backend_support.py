@@ -127,6 +127,25 @@ def masked_value(pruned_kernel) -> np.ndarray:
     return value * mask.astype(value.dtype)
 
 
+def zero_pruned(wrapper: keras.layers.Layer) -> None:
+    """Zeroes the stored pruned weights of a wrapper where they may have moved.
+
+    On JAX (masks in the forward pass) optimizer momentum may move stored
+    weights at pruned positions; `tf_reweight.PruningWrapper` calls this
+    before saving, so that `.keras` files hold exact zeros and load the same
+    on every backend. Elsewhere the stored weights are already zero.
+
+    Args:
+        wrapper: A built `tf_reweight.PruningWrapper`.
+
+    Example:
+    >>> zero_pruned(wrapper)  # in PruningWrapper.save_own_variables
+    """
+    if masks_in_forward_pass():
+        for pk in wrapper.pruned_kernels:
+            pk.variable.assign(masked_value(pk))
+
+
 def sync_state(model: keras.Model) -> None:
     """Writes the training state back into the model's variables (JAX).
 
