@@ -146,6 +146,12 @@ class PruningWrapper(keras.layers.Wrapper):
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
 
+    def save_own_variables(self, store):
+        # backend hook: saved kernels hold exact zeros (Keras saves this layer
+        # before the wrapped one).
+        backend_support.zero_pruned(self)
+        super().save_own_variables(store)
+
     @property
     def is_pruned(self) -> bool:
         """Whether the final hard prune has happened."""
