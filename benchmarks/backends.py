@@ -88,7 +88,11 @@ def worker(args) -> None:
 
 
 def _start(backend: str, argv: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "KERAS_BACKEND": backend}
+    # The workers import the tf_reweight of this checkout.
+    path = os.pathsep.join(
+        filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])
+    )
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": path}
     return subprocess.Popen(
         [sys.executable, __file__, "--worker", *argv],
         stdin=subprocess.PIPE,

@@ -34,6 +34,7 @@ class MaskConstraint(keras.constraints.Constraint):
 
     def __call__(self, w):
         if self.mask is not None:
+            w = keras.ops.convert_to_tensor(w)
             w = w * keras.ops.cast(self.mask, w.dtype)
         return w if self.then is None else self.then(w)
 
