@@ -1,4 +1,11 @@
-"""Shared test fixtures: quiet TF logs and locate the local dataset copies."""
+"""Shared test fixtures: the Keras backend, quiet TF logs, local dataset copies.
+
+The tests run on the Keras backend named by ``KERAS_BACKEND`` (TensorFlow by
+default). On JAX and PyTorch the modules of `TENSORFLOW_ONLY` are not
+collected: they test the TensorFlow-only parts (attacks, adversarial
+training, robustness, MRPF, the data pipeline, the CLIs, the TFLite export
+and the benchmarks built on them) or use TensorFlow APIs themselves.
+"""
 
 import os
 from pathlib import Path
@@ -10,7 +17,52 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+TENSORFLOW_ONLY = (
+    "test_adversarial.py",
+    "test_attacks.py",
+    "test_batchnorm.py",
+    "test_benchmarks_*.py",
+    "test_cli*.py",
+    "test_data.py",
+    "test_distribute.py",
+    "test_mrpf.py",
+    "test_recipes.py",
+    "test_robustness.py",
+    "test_sensitivity.py",
+    "test_tflite_*.py",
+    # Single tests that use TensorFlow APIs (tf.GradientTape, tf.function):
+    "test_quantization.py::test_fake_quantize_value_and_identity_gradient",
+    "test_schedules.py::test_schedules_trace_in_tf_function",
+)
+
+_MODULES = [entry for entry in TENSORFLOW_ONLY if "::" not in entry]
+_TESTS = {entry for entry in TENSORFLOW_ONLY if "::" in entry}
 _DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_ignore_collect(collection_path: Path, config):
+    """Leaves the TensorFlow-only test modules out on the other backends."""
+    if keras.backend.backend() == "tensorflow":
+        return None
+    if any(collection_path.match(pattern) for pattern in _MODULES):
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips the TensorFlow-only single tests on the other backends."""
+    if keras.backend.backend() == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason="uses TensorFlow APIs")
+    for item in items:
+        if f"{item.path.name}::{item.originalname}" in _TESTS:
+            item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    backend = keras.backend.backend()
+    skipped = "" if backend == "tensorflow" else "; TensorFlow-only modules skipped"
+    return f"Keras backend: {backend}{skipped}"
 
 
 @pytest.fixture(scope="session")

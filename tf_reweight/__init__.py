@@ -9,26 +9,25 @@ Example:
 >>> plain = tfr.strip(pruned)
 """
 
+import importlib
+
+import keras
+
 from tf_reweight import (
     admm,
-    adversarial,
+    backend_support,
     batchnorm,
     budget,
     callbacks,
-    data,
     layouts,
     models,
-    mrpf,
     pruning,
     qat,
     quantization,
     recipes,
-    robustness,
-    sensitivity,
     structures,
 )
 from tf_reweight.admm import ADMMPenalty, ADMMUpdate
-from tf_reweight.adversarial import AdversarialModel
 from tf_reweight.api import apply, strip
 from tf_reweight.batchnorm import recalibrate_batchnorm
 from tf_reweight.budget import parse_target
@@ -42,24 +41,38 @@ from tf_reweight.regularizers import (
     KernelPenalty,
     ReweightedGroupPenalty,
 )
-from tf_reweight.robustness import evaluate_robustness
 from tf_reweight.schedules import PolynomialSparsity, ProgressiveSparsity
-from tf_reweight.sensitivity import allocate_ratios, module_robustness_sensitivity
 from tf_reweight.sparsity import LayerSparsity, SparsityReport, report
 from tf_reweight.structures import Structure
 from tf_reweight.wrapper import PruningWrapper
 
+# The TensorFlow-only parts load on first access (PEP 562), so that the core
+# imports on every Keras backend and without TensorFlow installed.
+_LAZY_MODULES = ("adversarial", "attacks", "data", "mrpf", "robustness", "sensitivity")
+_LAZY_ATTRIBUTES = {
+    "AdversarialModel": "adversarial",
+    "evaluate_robustness": "robustness",
+    "allocate_ratios": "sensitivity",
+    "module_robustness_sensitivity": "sensitivity",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"tf_reweight.{name}")
+    if name in _LAZY_ATTRIBUTES:
+        module = importlib.import_module(f"tf_reweight.{_LAZY_ATTRIBUTES[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'tf_reweight' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_MODULES) | set(_LAZY_ATTRIBUTES))
+
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdversarialModel",
-    "adversarial",
-    "allocate_ratios",
-    "evaluate_robustness",
-    "module_robustness_sensitivity",
-    "mrpf",
-    "robustness",
-    "sensitivity",
     "ADMMPenalty",
     "ADMMUpdate",
     "GroupLassoPenalty",
@@ -79,11 +92,11 @@ __all__ = [
     "SparsityReport",
     "Structure",
     "admm",
+    "backend_support",
     "apply",
     "batchnorm",
     "budget",
     "callbacks",
-    "data",
     "fake_quantize",
     "hard_prune",
     "layouts",
@@ -101,3 +114,6 @@ __all__ = [
     "strip",
     "structures",
 ]
+
+if keras.backend.backend() == "tensorflow":
+    __all__ += sorted(_LAZY_MODULES + tuple(_LAZY_ATTRIBUTES))

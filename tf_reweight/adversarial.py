@@ -10,6 +10,10 @@ constraints, callbacks and `.keras` files. The TensorFlow backend is required.
 
 from __future__ import annotations
 
+from tf_reweight.backend_support import require
+
+require(__name__, "a tf.GradientTape training step and cleverhans")
+
 import keras
 import tensorflow as tf
 

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 
 import keras
 
-from tf_reweight import budget, structures, walker
+from tf_reweight import backend_support, budget, structures, walker
 from tf_reweight.checks import check_bool
 from tf_reweight.layouts import SUPPORTED_LAYERS, unsupported_reason
 from tf_reweight.pruning import wrappers
 from tf_reweight.regularizers import KernelPenalty, ReweightedGroupPenalty
-from tf_reweight.wrapper import PruningWrapper, masked
+from tf_reweight.wrapper import PruningWrapper
 
 
 def check_model(model) -> None:
@@ -340,9 +340,6 @@ def strip(model: keras.Model) -> keras.Model:
     for wrapper, new in wrapped:
         for pk in wrapper.pruned_kernels:
             walker.kernel_variable(new, pk.layout.attr).assign(
-                masked(
-                    keras.ops.convert_to_numpy(pk.variable),
-                    keras.ops.convert_to_numpy(pk.mask),
-                )
+                backend_support.masked_value(pk)
             )
     return plain

@@ -21,6 +21,10 @@ it (a model whose variables are created lazily inside the attack fails with
 
 from __future__ import annotations
 
+from tf_reweight.backend_support import require
+
+require(__name__, "cleverhans")
+
 import math
 from collections.abc import Callable
 

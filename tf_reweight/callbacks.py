@@ -20,7 +20,7 @@ import warnings
 import keras
 import numpy as np
 
-from tf_reweight import pruning
+from tf_reweight import backend_support, pruning
 from tf_reweight.checks import check_int
 from tf_reweight.sparsity import report
 
@@ -31,6 +31,8 @@ _ADVICE = (
 
 
 def _step(model: keras.Model) -> int:
+    """The optimizer's step; first syncs the JAX state for eager access."""
+    backend_support.sync_state(model)
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
@@ -324,6 +326,9 @@ class SparsityMonitor(_ConfigurableCallback):
             self._write(epoch, values)
 
     def _write(self, epoch, values):
+        backend_support.require(
+            "SparsityMonitor(log_dir=...)", "tf.summary", backend=None
+        )
         import tensorflow as tf
 
         if self._writer is None:

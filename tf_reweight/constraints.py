@@ -17,6 +17,10 @@ class MaskConstraint(keras.constraints.Constraint):
     A pruned weight becomes 0 even when it is NaN or inf (``w * 0`` would
     keep it NaN).
 
+    On the JAX backend the optimizer step cannot read the mask, so the
+    wrapper binds no mask (``mask=None``: only ``then`` applies) and masks
+    the kernel in its forward pass instead (see `tf_reweight.backend_support`).
+
     Args:
         mask: The 0/1 mask variable (bound by the wrapper), or None.
         then: An optional constraint applied after masking.
@@ -32,6 +36,7 @@ class MaskConstraint(keras.constraints.Constraint):
 
     def __call__(self, w):
         if self.mask is not None:
+            w = keras.ops.convert_to_tensor(w)
             keep = keras.ops.not_equal(self.mask, 0)
             w = keras.ops.where(keep, w, keras.ops.zeros_like(w))
         return w if self.then is None else self.then(w)

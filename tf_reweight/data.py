@@ -16,6 +16,10 @@ If none of them applies, `DatasetNotFoundError` is raised at once.
 
 from __future__ import annotations
 
+from tf_reweight.backend_support import require
+
+require(__name__, "tf.data and tensorflow-datasets", backend=None)
+
 import hashlib
 import os
 import tarfile

@@ -22,6 +22,10 @@ target (global, per layer) and any method of `tf_reweight.recipes.METHODS`.
 
 from __future__ import annotations
 
+from tf_reweight.backend_support import require
+
+require(__name__, "adversarial training with cleverhans")
+
 import dataclasses
 import time
 

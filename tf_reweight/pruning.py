@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tf_reweight import budget, walker
+from tf_reweight import backend_support, budget, walker
 from tf_reweight.layouts import kernel_layouts
 from tf_reweight.wrapper import PrunedKernel, PruningWrapper
 
@@ -48,6 +48,7 @@ def allocate(model: keras.Model) -> list[tuple[PruningWrapper, PrunedKernel, int
     Returns:
         ``(wrapper, kernel, keep)`` triples.
     """
+    backend_support.sync_state(model)  # backend hook: JAX state mid-epoch
     entries = _entries(require_wrappers(model))
     keep = [0] * len(entries)
     global_ids = [i for i, (w, _) in enumerate(entries) if w.scope == "global"]
@@ -74,6 +75,7 @@ def set_sparsity(model: keras.Model, fraction: float) -> None:
 
     Schedules use this: ``fraction = schedule(step) / schedule.final``.
     """
+    backend_support.sync_state(model)  # backend hook: JAX state mid-epoch
     for w in require_wrappers(model):
         w.sparsity.assign(np.float32(w.target * fraction))
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from tf_reweight import api, recipes
+from tf_reweight import api, backend_support, recipes
 from tf_reweight.constraints import MaskConstraint
 from tf_reweight.layouts import KernelLayout, kernel_layouts
 from tf_reweight.quantization import (
@@ -192,13 +192,11 @@ class QuantizeWrapper(keras.layers.Wrapper):
         return pairs
 
     def call(self, inputs, *args, **kwargs):
-        with keras.StatelessScope(
-            self.quantized_kernels(), collect_losses=True
-        ) as scope:
-            outputs = self.layer(inputs, *args, **kwargs)
-        if scope.losses:
-            self.add_loss(scope.losses)
-        return outputs
+        # backend hook: maps all the layer's variables (a nested scope does not
+        # see the JAX trainer's).
+        return backend_support.call_with_values(
+            self, self.quantized_kernels(), inputs, *args, **kwargs
+        )
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

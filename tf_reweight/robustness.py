@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from tf_reweight.backend_support import require
+
+require(__name__, "cleverhans attacks")
+
 from collections.abc import Sequence
 
 import keras

@@ -29,6 +29,10 @@ whose weights the robustness depends on; `allocate_ratios` prunes it less.
 
 from __future__ import annotations
 
+from tf_reweight.backend_support import require
+
+require(__name__, "cleverhans attacks and tf.function")
+
 import dataclasses
 import json
 import math

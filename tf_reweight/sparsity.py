@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 import keras
 import numpy as np
 
-from tf_reweight import budget, walker
-from tf_reweight.wrapper import PruningWrapper, masked
+from tf_reweight import backend_support, budget, walker
+from tf_reweight.wrapper import PruningWrapper
 
 
 @dataclass
@@ -132,11 +132,12 @@ def report(model: keras.Model) -> SparsityReport:
             pruned, inner = {}, layer
         for layout in walker.find_kernels(inner):
             pk = pruned.get(layout.attr)
-            value = keras.ops.convert_to_numpy(
-                walker.kernel_variable(inner, layout.attr)
-            )
-            if pk is not None:
-                value = masked(value, keras.ops.convert_to_numpy(pk.mask))
+            if pk is None:
+                value = keras.ops.convert_to_numpy(
+                    walker.kernel_variable(inner, layout.attr)
+                )
+            else:
+                value = backend_support.masked_value(pk)
             rows.append(
                 LayerSparsity(
                     layer=layer.name,

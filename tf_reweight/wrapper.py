@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from tf_reweight import regularizers, structures, walker
+from tf_reweight import backend_support, regularizers, structures, walker
 from tf_reweight.constraints import MaskConstraint
 from tf_reweight.layouts import KernelLayout
 from tf_reweight.regularizers import KernelPenalty
@@ -49,18 +49,15 @@ class PrunedKernel:
 
     def canonical(self) -> np.ndarray:
         """The current kernel in the canonical view, as NumPy."""
-        return self.layout.to_canonical(keras.ops.convert_to_numpy(self.variable))
+        return self.layout.to_canonical(backend_support.masked_value(self))
 
     def assign_mask(self, mask4: np.ndarray) -> None:
         """Installs a canonical mask and zeroes the pruned weights."""
         mask = self.layout.from_canonical(np.asarray(mask4, np.float32))
         self.mask.assign(mask)
-        self.variable.assign(masked(keras.ops.convert_to_numpy(self.variable), mask))
-
-
-def masked(value: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``value`` with exact zeros where ``mask`` is 0 (a NaN or inf too)."""
-    return np.where(np.asarray(mask) != 0, value, np.zeros_like(value))
+        self.variable.assign(
+            backend_support.masked(keras.ops.convert_to_numpy(self.variable), mask)
+        )
 
 
 class _Sum(keras.regularizers.Regularizer):
@@ -169,7 +166,9 @@ class PruningWrapper(keras.layers.Wrapper):
                 penalty = type(self.method).from_config(self.method.get_config())
                 penalty.build(self, layout, self.structure)
             variable.regularizer = _sum(penalty, variable.regularizer)
-            variable.constraint = MaskConstraint(mask, then=variable.constraint)
+            # On JAX the mask applies in `call`, not as a constraint.
+            bound = None if backend_support.masks_in_forward_pass() else mask
+            variable.constraint = MaskConstraint(bound, then=variable.constraint)
             name = walker.kernel_name(self.layer, layout.attr)
             self.pruned_kernels.append(
                 PrunedKernel(layout, name, variable, mask, penalty)
@@ -177,6 +176,9 @@ class PruningWrapper(keras.layers.Wrapper):
         self.built = True
 
     def call(self, *args, **kwargs):
+        # On JAX the masks apply in the forward pass.
+        if backend_support.masks_in_forward_pass():
+            return backend_support.masked_call(self, *args, **kwargs)
         return self.layer(*args, **kwargs)
 
     def compute_output_spec(self, *args, **kwargs):
@@ -184,6 +186,12 @@ class PruningWrapper(keras.layers.Wrapper):
 
     def compute_output_shape(self, *args, **kwargs):
         return self.layer.compute_output_shape(*args, **kwargs)
+
+    def save_own_variables(self, store):
+        # backend hook: saved kernels hold exact zeros (Keras saves this layer
+        # before the wrapped one).
+        backend_support.zero_pruned(self)
+        super().save_own_variables(store)
 
     @property
     def is_pruned(self) -> bool:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from tf_reweight.backend_support import require
+
+require(__name__, "the TFLite converter")
+
 import dataclasses
 import os
 import tempfile
