@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -164,6 +165,18 @@ def build(name: str) -> keras.Model:
 def _error(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _where(exc: BaseException) -> str | None:
+    """The innermost frame of the library (or Keras) that raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for package in ("tf_reweight", "tflite_export", "keras"):
+        inside = [f for f in frames if f"{os.sep}{package}{os.sep}" in f.filename]
+        if inside:
+            f = inside[-1]
+            path = f.filename[f.filename.rindex(f"{os.sep}{package}{os.sep}") + 1 :]
+            return f"{path}:{f.lineno} in {f.name}"
+    return None
 
 
 def _outputs(model, x) -> np.ndarray:
@@ -284,7 +297,7 @@ def _run(checks: dict, name: str, fn, *needs: str) -> None:
     try:
         result = fn()
     except Exception as exc:  # noqa: BLE001 - every failure is a result here
-        result = {"status": "error", "error": _error(exc)}
+        result = {"status": "error", "error": _error(exc), "where": _where(exc)}
     result["seconds"] = round(time.perf_counter() - start, 2)
     checks[name] = result
 
@@ -494,7 +507,7 @@ def _spawn(backend, model_name, structures, path, quantization, timeout) -> None
 def cell_code(record: dict) -> str:
     """``passed/applicable`` plus the letters of the checks that failed or raised."""
     if "checks" not in record:
-        return "crash"
+        return "build" if record["error"].startswith("build") else "crash"
     checks = record["checks"]
     counted = [c for c in CHECKS if checks[c]["status"] != "n/a"]
     passed = sum(checks[c]["status"] == "pass" for c in counted)
@@ -520,8 +533,9 @@ def table(records: list[dict]) -> str:
     legend = ", ".join(f"{letter} {check}" for check, letter in LETTERS.items())
     lines += [
         f"Cells: checks passed / checks that apply; letters name the checks that "
-        f"failed or raised ({legend}); crash: the worker died. Skipped checks "
-        f"(a check they need raised) count as not passed.",
+        f"failed or raised ({legend}); build: the model did not build; crash: "
+        f"the worker died. Skipped checks (a check they need raised) count as "
+        f"not passed.",
         "",
         "Failures (check: message, cells):",
         "",
@@ -530,7 +544,7 @@ def table(records: list[dict]) -> str:
     for r in records:
         cell = f"{r['backend']} {r['model']} {r['structure']}"
         if "checks" not in r:
-            failures.setdefault(("worker", r["error"]), []).append(cell)
+            failures.setdefault((cell_code(r), r["error"]), []).append(cell)
             continue
         for check in CHECKS:
             c = r["checks"][check]

@@ -76,7 +76,7 @@ def test_table_counts_and_lists_failures():
     assert "| model | filter | 2:4 |" in text
     assert "| M | 5/7 FK | crash |" in text
     assert "- fit: `TypeError: bad` (1): jax M filter" in text
-    assert "- worker: `worker x` (1): jax M 2:4" in text
+    assert "- crash: `worker x` (1): jax M 2:4" in text
 
 
 def test_unknown_names_raise_before_running(tmp_path):
