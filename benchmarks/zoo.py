@@ -36,6 +36,7 @@ Example:
 ```
 python -m benchmarks.zoo --backends tensorflow,jax --models MobileNetV2,MHATransformer
 python -m benchmarks.zoo --large            # also NASNetLarge, ConvNeXtXLarge, ...
+python -m benchmarks.zoo --skip fit,tflite  # cheaper partial cells, redone by full runs
 python -m benchmarks.zoo --table            # Markdown failure matrix of the records
 ```
 """
@@ -302,13 +303,16 @@ def _run(checks: dict, name: str, fn, *needs: str) -> None:
     checks[name] = result
 
 
-def measure(model, structure: str, quantization: str = "none") -> dict:
+def measure(
+    model, structure: str, quantization: str = "none", skip: tuple = ()
+) -> dict:
     """Runs every check of one cell on a built model.
 
     Args:
         model: The dense model (left unchanged).
         structure: One of `STRUCTURES`.
         quantization: TFLite quantization, ``"none"`` or ``"dynamic"``.
+        skip: Checks not to run (recorded as skipped), to save time.
 
     Returns:
         A dict from check name to its result dict (``status`` and figures).
@@ -318,6 +322,12 @@ def measure(model, structure: str, quantization: str = "none") -> dict:
     y = rng.integers(0, 10, BATCH)
     state: dict = {}
     checks: dict = {}
+
+    def run(name, fn, *needs):
+        if name in skip:
+            checks[name] = {"status": "skip", "reason": "not run (--skip)"}
+        else:
+            _run(checks, name, fn, *needs)
 
     def apply():
         with warnings.catch_warnings(record=True) as caught:
@@ -350,13 +360,12 @@ def measure(model, structure: str, quantization: str = "none") -> dict:
         state["stripped"] = tfr.strip(state["pruned"])
         return _compare(_outputs(state["stripped"], x), state["reference"], ATOL)
 
-    _run(checks, "apply", apply)
-    _run(checks, "identical", identical, "apply")
-    _run(checks, "fit", fit, "apply")
-    _run(checks, "exact", exact, "apply")
-    _run(checks, "strip", strip, "exact")
-    _run(
-        checks,
+    run("apply", apply)
+    run("identical", identical, "apply")
+    run("fit", fit, "apply")
+    run("exact", exact, "apply")
+    run("strip", strip, "exact")
+    run(
         "roundtrip",
         lambda: _roundtrip(state["pruned"], x, state["reference"]),
         "exact",
@@ -364,8 +373,7 @@ def measure(model, structure: str, quantization: str = "none") -> dict:
     if keras.backend.backend() != "tensorflow":
         checks["tflite"] = {"status": "n/a", "reason": "TFLite needs TensorFlow"}
     else:
-        _run(
-            checks,
+        run(
             "tflite",
             lambda: _tflite(state["stripped"], x, quantization),
             "strip",
@@ -373,8 +381,7 @@ def measure(model, structure: str, quantization: str = "none") -> dict:
     if structure not in SHRINKABLE:
         checks["shrink"] = {"status": "n/a", "reason": "not a filter/channel structure"}
     else:
-        _run(
-            checks,
+        run(
             "shrink",
             lambda: _shrink(state["stripped"], x, state["reference"]),
             "strip",
@@ -445,7 +452,9 @@ def _record(model_name: str, structure: str, quantization: str, **fields) -> dic
     }
 
 
-def run_worker(model_name: str, structures: list[str], path: Path, quantization: str):
+def run_worker(
+    model_name: str, structures: list[str], path: Path, quantization: str, skip=()
+):
     """Measures the cells of one model on this process's backend, one by one."""
     keras.utils.set_random_seed(0)
     try:
@@ -461,7 +470,7 @@ def run_worker(model_name: str, structures: list[str], path: Path, quantization:
         return
     for structure in structures:
         start = time.perf_counter()
-        checks = measure(model, structure, quantization)
+        checks = measure(model, structure, quantization, tuple(skip))
         record = _record(
             model_name,
             structure,
@@ -469,6 +478,7 @@ def run_worker(model_name: str, structures: list[str], path: Path, quantization:
             input_shape=list(model.input_shape[1:]),
             params=model.count_params(),
             checks=checks,
+            partial=bool(skip),
             seconds=round(time.perf_counter() - start, 1),
         )
         append_record(path, record)
@@ -478,10 +488,11 @@ def run_worker(model_name: str, structures: list[str], path: Path, quantization:
         )
 
 
-def _spawn(backend, model_name, structures, path, quantization, timeout) -> None:
+def _spawn(backend, model_name, structures, path, quantization, timeout, skip):
     argv = [sys.executable, "-m", "benchmarks.zoo", "--worker", "--models", model_name]
     argv += ["--structures", ",".join(structures), "--results", str(path)]
     argv += ["--quantization", quantization]
+    argv += ["--skip", ",".join(skip)] if skip else []
     env = {**os.environ, "KERAS_BACKEND": backend}
     try:
         done = subprocess.run(
@@ -509,12 +520,18 @@ def cell_code(record: dict) -> str:
     if "checks" not in record:
         return "build" if record["error"].startswith("build") else "crash"
     checks = record["checks"]
-    counted = [c for c in CHECKS if checks[c]["status"] != "n/a"]
+    counted = [
+        c
+        for c in CHECKS
+        if checks[c]["status"] != "n/a"
+        and checks[c].get("reason") != "not run (--skip)"
+    ]
     passed = sum(checks[c]["status"] == "pass" for c in counted)
     bad = "".join(
         LETTERS[c] for c in counted if checks[c]["status"] in ("fail", "error")
     )
-    return f"{passed}/{len(counted)}" + (f" {bad}" if bad else "")
+    partial = "*" if record.get("partial") else ""
+    return f"{passed}/{len(counted)}{partial}" + (f" {bad}" if bad else "")
 
 
 def table(records: list[dict]) -> str:
@@ -534,8 +551,8 @@ def table(records: list[dict]) -> str:
     lines += [
         f"Cells: checks passed / checks that apply; letters name the checks that "
         f"failed or raised ({legend}); build: the model did not build; crash: "
-        f"the worker died. Skipped checks (a check they need raised) count as "
-        f"not passed.",
+        f"the worker died; *: partial cell, checks not run (--skip) not counted. "
+        f"Skipped checks (a check they need raised) count as not passed.",
         "",
         "Failures (check: message, cells):",
         "",
@@ -579,6 +596,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-measure recorded cells")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--quantization", default="none", choices=sorted(TFLITE_ATOL))
+    p.add_argument("--skip", help="checks not to run (such cells are partial)")
     p.add_argument(
         "--timeout", type=int, default=3600, help="seconds per model and backend"
     )
@@ -600,11 +618,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     structures = _names(args.structures, STRUCTURES, "--structures")
     backends = _names(args.backends, BACKENDS, "--backends")
+    skip = _names(args.skip, CHECKS[1:], "--skip") if args.skip else []
     if args.table:
         print(table(load_records(args.results)))
         return load_records(args.results)
     if args.worker:
-        run_worker(models[0], structures, args.results, args.quantization)
+        run_worker(models[0], structures, args.results, args.quantization, skip)
         return load_records(args.results)
     print(
         "python -m benchmarks.zoo "
@@ -612,7 +631,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     for backend in backends:
         for model_name in models:
-            done = {_key(r) for r in load_records(args.results)}
+            records = load_records(args.results)
+            # A partial cell (run with --skip) is done only for runs that skip too.
+            done = {_key(r) for r in records if skip or not r.get("partial")}
             todo = [
                 s
                 for s in structures
@@ -626,6 +647,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     args.results,
                     args.quantization,
                     args.timeout,
+                    skip,
                 )
     return load_records(args.results)
 

@@ -86,3 +86,19 @@ def test_unknown_names_raise_before_running(tmp_path):
     with pytest.raises(ValueError, match="Received: --structures='kernel'"):
         zoo.main(["--structures", "kernel", "--results", str(path)])
     assert not path.exists()
+
+
+def test_partial_cells_count_as_done_only_for_skipping_runs(tmp_path, monkeypatch):
+    path = tmp_path / "zoo.json"
+    checks = {c: {"status": "pass"} for c in zoo.CHECKS}
+    checks["fit"] = {"status": "skip", "reason": "not run (--skip)"}
+    record = {"backend": "tensorflow", "model": zoo.TRANSFORMER, "checks": checks}
+    zoo.append_record(path, {**record, "structure": "filter", "partial": True})
+    assert zoo.cell_code(zoo.load_records(path)[0]) == "7/7*"
+    calls = []
+    monkeypatch.setattr(zoo, "_spawn", lambda *args: calls.append(args[2]))
+    argv = [*CELL, "--structures", "filter", "--results", str(path)]
+    zoo.main([*argv, "--skip", "fit"])
+    assert calls == []
+    zoo.main(argv)
+    assert calls == [["filter"]]
