@@ -66,22 +66,29 @@ KEY_FIELDS = (
 )
 
 
+def _batchnorm(name: str) -> keras.layers.BatchNormalization:
+    # Momentum 0.9: with Keras' 0.99 the moving statistics still lag the
+    # weights after a few short epochs (dense MNIST: 87% accuracy with batch
+    # statistics, 12% in inference mode).
+    return keras.layers.BatchNormalization(momentum=0.9, name=name)
+
+
 def build_model(input_shape: tuple[int, ...], classes: int) -> keras.Model:
-    """The small residual Functional net of the benchmark."""
+    """The small residual Functional net of the benchmark (BatchNorm momentum 0.9)."""
     inputs = keras.Input(input_shape)
     x = keras.layers.Conv2D(32, 3, padding="same", use_bias=False, name="stem")(inputs)
-    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="stem_bn")(x))
+    x = keras.layers.ReLU()(_batchnorm("stem_bn")(x))
     y = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
-    y = keras.layers.ReLU()(keras.layers.BatchNormalization(name="dw_bn")(y))
+    y = keras.layers.ReLU()(_batchnorm("dw_bn")(y))
     x = keras.layers.Add()([x, y])
     x = keras.layers.SeparableConv2D(
         64, 3, strides=2, padding="same", use_bias=False, name="sep1"
     )(x)
-    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="sep1_bn")(x))
+    x = keras.layers.ReLU()(_batchnorm("sep1_bn")(x))
     y = keras.layers.SeparableConv2D(
         64, 3, padding="same", use_bias=False, name="sep2"
     )(x)
-    y = keras.layers.ReLU()(keras.layers.BatchNormalization(name="sep2_bn")(y))
+    y = keras.layers.ReLU()(_batchnorm("sep2_bn")(y))
     x = keras.layers.Add()([x, y])
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dense(64, activation="relu", name="fc")(x)
