@@ -1,14 +1,16 @@
 """Structured vs unstructured pruning of a small residual net at one budget.
 
 The net (`build_model`) is a small Functional model of the kind that global
-structured budgets used to wreck: a Conv2D stem, a DepthwiseConv2D block and
-two SeparableConv2D blocks with residual ``Add``s, BatchNorm after every
-convolution, global average pooling and two Dense layers. For each dataset
+structured budgets used to wreck: a strided Conv2D stem, a DepthwiseConv2D
+block and two SeparableConv2D blocks (one strided) with residual ``Add``s,
+BatchNorm after every convolution, global average pooling and two Dense
+layers. For each dataset
 (MNIST and a CIFAR-10 slice) one dense model is trained and its weights are
 cached (``--cache-dir``, default ``runs/structured``); every pruned run starts
 from it with the same epochs ``--epochs P R``: ``P`` epochs of reweighted
 training (`tf_reweight.Reweight`) and ``R`` of masked retraining after the
-hard prune (`tf_reweight.HardPrune`), the same Adam rate and batch size.
+hard prune (`tf_reweight.HardPrune`), the same Adam rate and batch size,
+and the same reweighting ``--penalty`` (default 1e-5).
 
 All runs rank units globally across the pruned kernels (``scope="global"``)
 and leave the logits layer dense and uncounted (``skip_last``: pruning its
@@ -76,7 +78,9 @@ def _batchnorm(name: str) -> keras.layers.BatchNormalization:
 def build_model(input_shape: tuple[int, ...], classes: int) -> keras.Model:
     """The small residual Functional net of the benchmark (BatchNorm momentum 0.9)."""
     inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(32, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.Conv2D(
+        32, 3, strides=2, padding="same", use_bias=False, name="stem"
+    )(inputs)
     x = keras.layers.ReLU()(_batchnorm("stem_bn")(x))
     y = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
     y = keras.layers.ReLU()(_batchnorm("dw_bn")(y))
@@ -229,7 +233,7 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated floors for the structured runs ('default': the "
         "library's DEFAULT_MAX_PRUNE)",
     )
-    p.add_argument("--penalty", type=float, default=1e-4)
+    p.add_argument("--penalty", type=float, default=1e-5)
     p.add_argument("--epochs", type=int, nargs=2, default=(2, 2), metavar=("P", "R"))
     p.add_argument("--dense-epochs", type=int, default=4)
     p.add_argument("--train-limit", type=int, default=10_000)
