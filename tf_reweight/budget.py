@@ -60,8 +60,10 @@ def rate(dense: int, nonzeros: int) -> float:
 
 
 # The largest share of a kernel's structured units that a global budget may
-# remove by default (see `allocate`), chosen on real data with
-# ``benchmarks/structured.py``.
+# remove by default (see `allocate`). Chosen on real data with
+# ``benchmarks/structured.py`` (filter pruning at 4x on MNIST and a CIFAR-10
+# slice): clearly better than 0.75 (a uniform allocation at that target) and
+# 1.0 (no floor) on both, level with 0.8 (ahead on CIFAR-10, behind on MNIST).
 DEFAULT_MAX_PRUNE = 0.9
 
 
