@@ -1,0 +1,51 @@
+"""Smoke test of the structured benchmark on a slice of MNIST (tiny budgets)."""
+
+import json
+
+import pytest
+
+
+def test_records_are_measured_resumed_and_tabled(data_dir, tmp_path, capsys):
+    from benchmarks import structured
+
+    results = tmp_path / "structured.json"
+    argv = [
+        "--datasets=mnist",
+        "--structures=unstructured,filter",
+        "--max-prune=0.8",
+        f"--data-dir={data_dir}",
+        f"--cache-dir={tmp_path / 'cache'}",
+        f"--results={results}",
+        "--train-limit=128",
+        "--test-limit=64",
+        "--batch-size=64",
+        "--dense-epochs=1",
+        "--epochs",
+        "1",
+        "1",
+    ]
+    assert structured.main(argv) == 0
+    records = json.loads(results.read_text())
+    assert [(r["structure"], r["max_prune"]) for r in records] == [
+        ("dense", None),
+        ("unstructured", None),
+        ("filter", 0.8),
+    ]
+    for r in records:
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and 0.0 <= r["train_accuracy"] <= 1.0
+        assert (r["train_images"], r["test_images"], r["epochs"]) == (128, 64, [1, 1])
+        assert r["command"].startswith("python benchmarks/structured.py ")
+    for r in records[1:]:
+        assert r["sparsity"] == pytest.approx(0.75, abs=0.01)
+        assert r["sparsity"] == pytest.approx(1 - r["nonzeros"] / r["weights"])
+        assert {"fit_train_accuracy", "test_accuracy_recalibrated"} <= set(r)
+        # The logits layer stays dense and uncounted; the stem is pruned.
+        names = [row["layer"] for row in r["layers"]]
+        assert "logits" not in names and names[0] == "stem"
+        assert sum(row["weights"] for row in r["layers"]) == r["weights"]
+    for row in records[2]["layers"]:  # the floor: no kernel loses over 80%
+        assert row["units"] - row["kept_units"] <= 0.8 * row["units"]
+    assert "| mnist | filter | 0.8 |" in capsys.readouterr().out
+
+    assert structured.main(argv) == 0  # everything is already there
+    assert json.loads(results.read_text()) == records
