@@ -165,30 +165,27 @@ def pruned_run(args, dataset, data, dense, structure, max_prune) -> dict:
     """One pruned run from the dense weights; returns its measured facts."""
     (x, y), (xt, yt) = data
     keras.utils.set_random_seed(args.seed)
-    previous = tfr.budget.DEFAULT_MAX_PRUNE
-    if max_prune is not None:
-        tfr.budget.DEFAULT_MAX_PRUNE = max_prune
-    try:
-        pruned = tfr.apply(
-            dense,
-            structure=structure,
-            target=args.target,
-            penalty=args.penalty,
-            skip_last=True,
-        )
-        _compile(pruned, args.lr)
-        start = time.time()
-        history = pruned.fit(
-            x,
-            y,
-            batch_size=args.batch_size,
-            epochs=sum(args.epochs),
-            verbose=0,
-            callbacks=[tfr.Reweight(), tfr.HardPrune(args.epochs[0])],
-        )
-        seconds = time.time() - start
-    finally:
-        tfr.budget.DEFAULT_MAX_PRUNE = previous
+    # The floor applies to structured kernels (unstructured runs keep none).
+    floor = {} if structure == "unstructured" else {"max_prune": max_prune}
+    pruned = tfr.apply(
+        dense,
+        structure=structure,
+        target=args.target,
+        penalty=args.penalty,
+        skip_last=True,
+        **floor,
+    )
+    _compile(pruned, args.lr)
+    start = time.time()
+    history = pruned.fit(
+        x,
+        y,
+        batch_size=args.batch_size,
+        epochs=sum(args.epochs),
+        verbose=0,
+        callbacks=[tfr.Reweight(), tfr.HardPrune(args.epochs[0])],
+    )
+    seconds = time.time() - start
     rep = tfr.report(pruned)
     facts = {
         "test_accuracy": _accuracy(pruned, xt, yt, args.batch_size),

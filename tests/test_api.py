@@ -144,3 +144,35 @@ def test_sequential_models_and_per_layer_targets():
     pruned = tfr.apply(model, "unstructured", {"a": 0.5, "b": "4x"})
     tfr.hard_prune(pruned)
     assert [r.sparsity for r in tfr.report(pruned).rows] == [0.5, 0.75]
+
+
+def test_max_prune_floors_every_layer_and_per_layer_overrides(tmp_path):
+    model = _convnet()
+    pruned = tfr.apply(model, "filter", 0.6, max_prune={"conv": 0.25})
+    assert pruned.get_layer("conv").max_prune == 0.25
+    assert pruned.get_layer("dw").max_prune is None
+    tfr.hard_prune(pruned)
+    conv = pruned.get_layer("conv").pruned_kernels[0]
+    filters = np.any(keras.ops.convert_to_numpy(conv.mask) != 0, axis=(0, 1, 2))
+    assert filters.sum() >= 6  # at most 2 of 8 filters pruned
+    path = tmp_path / "floors.keras"
+    pruned.save(path)
+    assert keras.saving.load_model(path).get_layer("conv").max_prune == 0.25
+    uniform = tfr.apply(model, "filter", 0.5, max_prune=0.5)
+    tfr.hard_prune(uniform)
+    for row in tfr.report(uniform).pruned_rows:
+        assert row.sparsity <= 0.5 + 1e-9, row
+
+
+@pytest.mark.parametrize(
+    "max_prune, match",
+    [
+        (0.0, r"\(0, 1\]"),
+        (1.5, r"\(0, 1\]"),
+        ({"nope": 0.5}, "not prunable"),
+        ("a", "share"),
+    ],
+)
+def test_bad_max_prune_is_refused(max_prune, match):
+    with pytest.raises(ValueError, match=match):
+        tfr.apply(_convnet(), "filter", 0.5, max_prune=max_prune)

@@ -180,6 +180,7 @@ def apply(
     skip_last: bool = False,
     layers: list[str] | None = None,
     strict: bool = False,
+    max_prune: float | Mapping[str, float] | None = None,
 ) -> keras.Model:
     """Returns a copy of ``model`` whose prunable layers are set up for pruning.
 
@@ -221,6 +222,12 @@ def apply(
         layers: Restrict pruning to these layer names.
         strict: Raise instead of leaving kernels the structure does not fit
             dense.
+        max_prune: The largest share of its units a kernel may lose under a
+            global budget: a float in (0, 1], or a dict from layer name to
+            one (per-layer overrides; other layers take the default). None
+            uses `tf_reweight.budget.DEFAULT_MAX_PRUNE` for structured
+            kernels (raised to the target when the target is higher) and no
+            floor for single weights.
 
     Returns:
         A new Keras model, ready to compile and fit with the callbacks of
@@ -253,6 +260,7 @@ def apply(
             f"`scope` must be 'global' or 'layer'. Received: scope={scope!r}"
         )
     plan = _plan(model, structure, target, skip_first, skip_last, layers, strict)
+    floors = _max_prune(max_prune, plan)
     if isinstance(target, Mapping):
         scope = "layer"
 
@@ -261,10 +269,36 @@ def apply(
             return new
         struct, sparsity, kernels = plan[layer.name]
         return PruningWrapper(
-            new, struct, sparsity, scope=scope, method=method, kernels=kernels
+            new,
+            struct,
+            sparsity,
+            scope=scope,
+            method=method,
+            kernels=kernels,
+            max_prune=floors.get(layer.name),
         )
 
     return _clone(model, wrap, lambda layer: layer)
+
+
+def _max_prune(max_prune, plan) -> dict:
+    """Validates ``max_prune``; returns the floor of each planned layer."""
+    if max_prune is None:
+        return {}
+    if isinstance(max_prune, Mapping):
+        _check_names("max_prune", max_prune, plan)
+        floors = dict(max_prune)
+    else:
+        floors = dict.fromkeys(plan, max_prune)
+    for value in floors.values():
+        if isinstance(value, bool) or not (
+            isinstance(value, (int, float)) and 0.0 < float(value) <= 1.0
+        ):
+            raise ValueError(
+                "`max_prune` must be a share of units in (0, 1], or a dict from "
+                f"layer name to one. Received: max_prune={max_prune!r}"
+            )
+    return {name: float(value) for name, value in floors.items()}
 
 
 def _clone(model, wrap, source_of):

@@ -59,6 +59,7 @@ def allocate(model: keras.Model) -> list[tuple[PruningWrapper, PrunedKernel, int
             [entries[i][0].structure for i in global_ids],
             [entries[i][1].canonical() for i in global_ids],
             target,
+            max_prune=[entries[i][0].max_prune for i in global_ids],
         )
         for i, k in zip(global_ids, counts, strict=True):
             keep[i] = k

@@ -97,6 +97,9 @@ class PruningWrapper(keras.layers.Wrapper):
         kernels: Keys of the kernels to prune (`tf_reweight.walker`; the
             attribute name, such as ``"kernel"``, for the layer's own
             kernels); defaults to all the layer's prunable kernels.
+        max_prune: The largest share of this layer's units a global budget
+            may prune (see `tf_reweight.budget.allocate`); None for the
+            default.
         **kwargs: Base `keras.layers.Layer` arguments.
 
     Example:
@@ -112,6 +115,7 @@ class PruningWrapper(keras.layers.Wrapper):
         scope: str = "global",
         method=None,
         kernels: list[str] | None = None,
+        max_prune: float | None = None,
         **kwargs,
     ):
         kwargs.setdefault("name", layer.name)
@@ -125,6 +129,7 @@ class PruningWrapper(keras.layers.Wrapper):
         self.scope = scope
         self.method = regularizers.get(method)
         self.kernel_names = None if kernels is None else list(kernels)
+        self.max_prune = None if max_prune is None else float(max_prune)
         self.pruned_kernels: list[PrunedKernel] = []
 
     def build(self, input_shape=None):
@@ -213,6 +218,7 @@ class PruningWrapper(keras.layers.Wrapper):
                 if self.method is None
                 else keras.saving.serialize_keras_object(self.method),
                 "kernels": self.kernel_names,
+                "max_prune": self.max_prune,
             }
         )
         return config
