@@ -191,3 +191,21 @@ def test_edge_blocks_count_the_weights_they_hold():
     keep = budget.allocate([b, b], kernels, 0.75, max_prune=1.0)
     total = sum(w.size for w in kernels)
     assert abs(_kept_weights(b, kernels, keep) - 0.25 * total) <= 16 / 2
+
+
+def test_block_projection_keeps_the_weights_the_budget_counted_at_the_edges():
+    # Kernels whose GEMM sides are not multiples of the tile have partial edge
+    # blocks; the projection must rank them as the budget does.
+    rng = np.random.default_rng(3)
+    block = structures.get("block:4x4")
+    kernels = [
+        rng.normal(size=(3, 3, 3, 18)).astype("float32"),
+        rng.normal(size=(1, 1, 30, 10)).astype("float32"),
+        rng.normal(size=(5, 5, 1, 22)).astype("float32"),
+    ]
+    keep = budget.allocate([block] * 3, kernels, 0.75)
+    kept = sum(
+        int(block.project(k, n).sum()) for k, n in zip(kernels, keep, strict=True)
+    )
+    total = sum(k.size for k in kernels)
+    assert abs(kept - 0.25 * total) <= 16

@@ -12,7 +12,6 @@ import math
 import re
 from collections.abc import Sequence
 
-import keras
 import numpy as np
 
 from tf_reweight.structures import Structure
@@ -67,15 +66,6 @@ def rate(dense: int, nonzeros: int) -> float:
 DEFAULT_MAX_PRUNE = 0.9
 
 
-def _unit_sizes(structure: Structure, shape4) -> np.ndarray:
-    """Weights each unit holds (edge blocks hold fewer than a full tile)."""
-    units = structure.num_units(shape4)
-    if units == structure.num_groups(shape4):
-        ones = keras.ops.convert_to_numpy(structure.groups(np.ones(shape4, np.float32)))
-        return np.count_nonzero(ones, axis=1)
-    return np.full(units, structure.unit_weights(shape4))
-
-
 def _ranking_scores(
     structure: Structure, kernel: np.ndarray, sizes: np.ndarray
 ) -> np.ndarray:
@@ -83,7 +73,7 @@ def _ranking_scores(
     scores = structure.unit_scores(kernel)
     if not structure.layer_relative_scores:
         return scores
-    energy = np.square(scores) * structure.unit_weights(np.shape(kernel))
+    energy = np.square(scores) * sizes
     total = float(np.sum(np.square(kernel, dtype=np.float64)))
     return energy / (total + 1e-30) / sizes
 
@@ -192,7 +182,7 @@ def allocate(
     if not np.isscalar(sparsity):
         return keep
     pooled = [i for i, s in enumerate(structures) if s.fixed_sparsity is None]
-    sizes = {i: _unit_sizes(structures[i], shapes[i]) for i in pooled}
+    sizes = {i: structures[i].unit_sizes(shapes[i]) for i in pooled}
     units = {i: len(sizes[i]) for i in pooled}
     total = sum(math.prod(shapes[i]) for i in pooled)
     budget = (1.0 - sparsity) * total

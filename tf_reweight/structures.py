@@ -107,10 +107,17 @@ class Structure:
         """Weights kept by one kept unit."""
         return int(self.groups(np.zeros(shape4, np.float32)).shape[1])
 
+    def unit_sizes(self, shape4) -> np.ndarray:
+        """Weights each unit holds (an edge block holds fewer than a tile)."""
+        units = self.num_units(shape4)
+        if units == self.num_groups(shape4):
+            ones = keras.ops.convert_to_numpy(self.groups(np.ones(shape4, np.float32)))
+            return np.count_nonzero(ones, axis=1)
+        return np.full(units, self.unit_weights(shape4))
+
     def unit_scores(self, w4) -> np.ndarray:
-        """Per-unit importance, comparable across layers (RMS of the unit)."""
-        shape4 = np.shape(w4)
-        return self.group_norms(w4) / math.sqrt(self.unit_weights(shape4))
+        """Per-unit importance: the RMS of the weights the unit holds."""
+        return self.group_norms(w4) / np.sqrt(self.unit_sizes(np.shape(w4)))
 
     def keep_for(self, shape4, sparsity: float) -> int:
         """Units to keep so that the kernel reaches ``sparsity``."""
