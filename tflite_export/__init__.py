@@ -1,21 +1,19 @@
 """Export pruned Keras 3 models to TFLite: convert, shrink and verify.
 
 `shrink`, `shrink_report` and `count_macs` are Keras-level and work on every
-backend; `export`, `verify` and `evaluate_tflite` need TensorFlow (the TFLite
-converter) and LiteRT, so they load on first use and say so on another
-backend.
+backend, as do `verify` and `evaluate_tflite` (LiteRT only). `export` needs
+TensorFlow (the TFLite converter), so it loads on first use and says so on
+another backend.
 """
 
 import importlib
 
 from tflite_export.shrink import ShrinkReport, count_macs, shrink, shrink_report
+from tflite_export.verify import VerifyReport, evaluate_tflite, verify
 
 _LAZY_ATTRIBUTES = {
     "ExportReport": "convert",
     "export": "convert",
-    "VerifyReport": "verify",
-    "evaluate_tflite": "verify",
-    "verify": "verify",
 }
 
 
