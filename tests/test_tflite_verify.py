@@ -130,7 +130,13 @@ def test_cli_verify_on_saved_model(tmp_path, pruned, capsys):
 
     assert main([*arguments, "--runs", "2"]) == 0
     assert "argmax_agreement" in capsys.readouterr().out
-    assert main([*arguments, "--runs", "2", "--min-agreement", "1.01"]) == 1
+    # A reference whose logits are negated disagrees with the file.
+    other = keras.models.clone_model(model)
+    other.set_weights([-w for w in model.get_weights()])
+    other.save(tmp_path / "other.keras")
+    disagreeing = ["verify", dense, "--reference", str(tmp_path / "other.keras")]
+    assert main([*disagreeing, "--runs", "2", "--min-agreement", "0.99"]) == 1
+    assert main([*arguments, "--runs", "2", "--min-agreement", "1.01"]) == 2
 
 
 def _with_nan_kernel(model):
