@@ -273,9 +273,7 @@ def table(records: list[dict]) -> str:
         if r.get("superseded"):
             continue
         kept = " ".join(
-            f"{row['kept_units']}/{row['units']}"
-            for row in r.get("layers", [])
-            if r["structure"] != "unstructured"
+            f"{row['kept_units']}/{row['units']}" for row in r.get("layers", [])
         )
         lines.append(
             f"| {r['dataset']} | {r['structure']} | {r.get('max_prune') or ''} | "
