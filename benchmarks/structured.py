@@ -36,8 +36,10 @@ skipped, so an interrupted run resumes. Records of older settings stay in
 the file marked ``"superseded": true`` and are left out of the printed
 table. Run (data from ``TF_REWEIGHT_DATA_DIR``):
 
-    python benchmarks/structured.py --unstructured-max-prune default,0.9
-    python benchmarks/structured.py --datasets mnist --max-prune 0.75,1.0
+    python benchmarks/structured.py --datasets mnist --train-limit 20000 \
+        --dense-epochs 16 --unstructured-max-prune default,0.9
+    python benchmarks/structured.py --datasets cifar10 --dense-epochs 20 \
+        --unstructured-max-prune default,0.9
 """
 
 from __future__ import annotations
