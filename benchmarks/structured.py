@@ -10,15 +10,19 @@ cached (``--cache-dir``, default ``runs/structured``); every pruned run starts
 from it with the same epochs ``--epochs P R``: ``P`` epochs of reweighted
 training (`tf_reweight.Reweight`) and ``R`` of masked retraining after the
 hard prune (`tf_reweight.HardPrune`), the same Adam rate and batch size,
-and the same reweighting ``--penalty`` (default 1e-5).
+and the same reweighting ``--penalty`` (default 1e-5). The dense cache
+is keyed by every setting that shapes the dense weights (images, epochs,
+rate, batch size, seed), so a cache of other settings is never reused.
 
 All runs rank units globally across the pruned kernels (``scope="global"``)
 and leave the logits layer dense and uncounted (``skip_last``: pruning its
 filters would remove classes), so ``sparsity`` and ``rate`` count the same
-kernels for every structure. ``--max-prune`` sets the library's default
-per-kernel floor (`tf_reweight.budget.DEFAULT_MAX_PRUNE`, the largest share
-of a kernel's units the global ranking may remove) for the structured runs;
-``default`` keeps the library's value.
+kernels for every structure. ``--max-prune`` lists the per-kernel floors
+(the largest share of a kernel's units the global ranking may remove) of the
+structured runs and ``--unstructured-max-prune`` those of the unstructured
+runs; ``default`` passes none, so the library's default applies
+(`tf_reweight.budget.DEFAULT_MAX_PRUNE` for structured kernels, no floor for
+single weights).
 
 Each record holds the test accuracy and the accuracy on the training slice,
 both in inference mode (BatchNorm's moving statistics), the last epoch's
@@ -28,11 +32,14 @@ inference-mode accuracy points at stale BatchNorm statistics of pruned
 channels), the exact sparsity and the units every kernel keeps. Records are
 appended to ``--results`` (default ``benchmarks/results/structured.json``)
 as soon as they are measured; a record whose key is already there is
-skipped, so an interrupted run resumes. Run (data from
-``TF_REWEIGHT_DATA_DIR``):
+skipped, so an interrupted run resumes. Records of older settings stay in
+the file marked ``"superseded": true`` and are left out of the printed
+table. Run (data from ``TF_REWEIGHT_DATA_DIR``):
 
-    python benchmarks/structured.py
-    python benchmarks/structured.py --datasets mnist --max-prune 0.75,1.0
+    python benchmarks/structured.py --datasets mnist --train-limit 20000 \
+        --dense-epochs 16 --unstructured-max-prune default,0.9
+    python benchmarks/structured.py --datasets cifar10 --dense-epochs 20 \
+        --unstructured-max-prune default,0.9
 """
 
 from __future__ import annotations
@@ -64,14 +71,16 @@ KEY_FIELDS = (
     "dense_epochs",
     "train_images",
     "test_images",
+    "lr",
+    "batch_size",
     "seed",
 )
+DEFAULT = "default"
 
 
 def _batchnorm(name: str) -> keras.layers.BatchNormalization:
-    # Momentum 0.9: with Keras' 0.99 the moving statistics still lag the
-    # weights after a few short epochs (dense MNIST: 87% accuracy with batch
-    # statistics, 12% in inference mode).
+    # Momentum 0.9: with Keras' 0.99 the moving statistics lag the weights
+    # of short runs, and inference-mode accuracy falls far below fit's.
     return keras.layers.BatchNormalization(momentum=0.9, name=name)
 
 
@@ -126,7 +135,8 @@ def dense_model(args, dataset: str, data) -> tuple[keras.Model, dict]:
     keras.utils.set_random_seed(args.seed)
     model = build_model(x.shape[1:], int(y.max()) + 1)
     _compile(model, args.lr)
-    stem = f"{dataset}_{len(x)}_{args.dense_epochs}_{args.seed}.weights.h5"
+    settings = (len(x), args.dense_epochs, args.lr, args.batch_size, args.seed)
+    stem = "_".join(map(str, (dataset, *settings))) + ".weights.h5"
     path = Path(args.cache_dir) / stem
     if path.is_file():
         model.load_weights(path)
@@ -165,8 +175,8 @@ def pruned_run(args, dataset, data, dense, structure, max_prune) -> dict:
     """One pruned run from the dense weights; returns its measured facts."""
     (x, y), (xt, yt) = data
     keras.utils.set_random_seed(args.seed)
-    # The floor applies to structured kernels (unstructured runs keep none).
-    floor = {} if structure == "unstructured" else {"max_prune": max_prune}
+    # "default": no override, the library's floor of the structure applies.
+    floor = {} if max_prune == DEFAULT else {"max_prune": max_prune}
     pruned = tfr.apply(
         dense,
         structure=structure,
@@ -226,13 +236,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="4x", help="a sparsity or a rate 'Nx'")
     p.add_argument(
         "--max-prune",
-        default="default",
-        help="comma-separated floors for the structured runs ('default': the "
-        "library's DEFAULT_MAX_PRUNE)",
+        default=DEFAULT,
+        help="comma-separated floors of the structured runs ('default': no "
+        "override, the library's DEFAULT_MAX_PRUNE)",
+    )
+    p.add_argument(
+        "--unstructured-max-prune",
+        default=DEFAULT,
+        help="comma-separated floors of the unstructured runs ('default': no "
+        "override, no floor for single weights)",
     )
     p.add_argument("--penalty", type=float, default=1e-5)
-    p.add_argument("--epochs", type=int, nargs=2, default=(2, 2), metavar=("P", "R"))
-    p.add_argument("--dense-epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, nargs=2, default=(3, 3), metavar=("P", "R"))
+    p.add_argument("--dense-epochs", type=int, default=12)
     p.add_argument("--train-limit", type=int, default=10_000)
     p.add_argument("--test-limit", type=int, default=2_000)
     p.add_argument("--batch-size", type=int, default=128)
@@ -244,25 +260,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _floors(text: str) -> list[float]:
-    return [
-        tfr.budget.DEFAULT_MAX_PRUNE if v.strip() == "default" else float(v)
-        for v in text.split(",")
-    ]
+def _floors(text: str) -> list[float | str]:
+    return [DEFAULT if v.strip() == DEFAULT else float(v) for v in text.split(",")]
 
 
 def table(records: list[dict]) -> str:
-    """A Markdown table of the records."""
+    """A Markdown table of the records that are not superseded."""
     lines = [
         "| dataset | structure | max_prune | sparsity | test | train | fit train "
         "| test recal. | kept units |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
+        if r.get("superseded"):
+            continue
         kept = " ".join(
-            f"{row['kept_units']}/{row['units']}"
-            for row in r.get("layers", [])
-            if r["structure"] != "unstructured"
+            f"{row['kept_units']}/{row['units']}" for row in r.get("layers", [])
         )
         lines.append(
             f"| {r['dataset']} | {r['structure']} | {r.get('max_prune') or ''} | "
@@ -292,14 +305,20 @@ def main(argv: list[str] | None = None) -> int:
             "dense_epochs": args.dense_epochs,
             "train_images": len(data[0][1]),
             "test_images": len(data[1][1]),
+            "lr": args.lr,
+            "batch_size": args.batch_size,
             "seed": args.seed,
             "model": "residual_net",
         }
         dense = None
+        floors = {
+            "unstructured": _floors(args.unstructured_max_prune),
+            "structured": _floors(args.max_prune),
+        }
         jobs = [("dense", None, None)] + [
-            (s, args.target, None if s == "unstructured" else floor)
+            (s, args.target, floor)
             for s in structures
-            for floor in (_floors(args.max_prune) if s != "unstructured" else [None])
+            for floor in floors["unstructured" if s == "unstructured" else "structured"]
         ]
         for structure, target, floor in jobs:
             record = {**base, "structure": structure, "target": target}
