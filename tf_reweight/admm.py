@@ -109,7 +109,7 @@ class ADMMPenalty(KernelPenalty):
 
         def state(suffix, shape, initializer):
             return layer.add_weight(
-                name=f"{layout.attr}_admm_{suffix}",
+                name=f"{layout.weight_name}_admm_{suffix}",
                 shape=shape,
                 initializer=initializer,
                 trainable=False,

@@ -92,6 +92,11 @@ class KernelLayout:
             )
 
     @property
+    def weight_name(self) -> str:
+        """``attr`` as a variable name (a sublayer key's dots would trip torch)."""
+        return self.attr.replace(".", "_")
+
+    @property
     def size(self) -> int:
         """Number of weights in the kernel."""
         return math.prod(self.canonical)

@@ -43,7 +43,7 @@ class KernelPenalty(keras.regularizers.Regularizer):
         """
         self.layout, self.structure = layout, structure
         self.refreshed_at = layer.add_weight(
-            name=f"{layout.attr}_refreshed_at",
+            name=f"{layout.weight_name}_refreshed_at",
             shape=(),
             dtype="int32",
             initializer=keras.initializers.Constant(-1),
@@ -149,7 +149,7 @@ class ReweightedGroupPenalty(KernelPenalty):
     def build(self, layer, layout, structure):
         super().build(layer, layout, structure)
         self.alpha = layer.add_weight(
-            name=f"{layout.attr}_alpha",
+            name=f"{layout.weight_name}_alpha",
             shape=(structure.num_groups(layout.canonical),),
             initializer="ones",
             trainable=False,
@@ -214,7 +214,7 @@ class GroupLassoPenalty(KernelPenalty):
     def build(self, layer, layout, structure):
         super().build(layer, layout, structure)
         self.scale = layer.add_weight(
-            name=f"{layout.attr}_lasso_scale",
+            name=f"{layout.weight_name}_lasso_scale",
             shape=(),
             initializer="ones",
             trainable=False,

@@ -161,7 +161,7 @@ class PruningWrapper(keras.layers.Wrapper):
         for layout in layouts:
             variable = walker.kernel_variable(self.layer, layout.attr)
             mask = self.add_weight(
-                name=f"{layout.attr}_mask",
+                name=f"{layout.weight_name}_mask",
                 shape=layout.shape,
                 initializer="ones",
                 trainable=False,
