@@ -58,7 +58,7 @@ def worker(args) -> None:
     import keras
 
     import tf_reweight as tfr
-    from tf_reweight import data, models, recipes
+    from tf_reweight.training import data, models, recipes
 
     (x, y), _ = data.load("mnist", args.data_dir)
     x, y = x[: args.train_limit], y[: args.train_limit]

@@ -66,7 +66,12 @@ import numpy as np  # noqa: E402
 from ai_edge_litert import schema_py_generated as schema  # noqa: E402
 
 import tf_reweight as tfr  # noqa: E402
-from tf_reweight import data, models, quantization, recipes  # noqa: E402
+from tf_reweight.quantize import quantization
+from tf_reweight.training import (
+    data,
+    models,
+    recipes,  # noqa: E402
+)
 from tflite_export import (  # noqa: E402
     count_macs,
     evaluate_tflite,
@@ -310,7 +315,7 @@ class Bench:
         epochs: tuple[int, int],
         **apply_kwargs,
     ) -> Trained:
-        """``dense`` pruned by `tf_reweight.recipes.reweighted_prune`, stripped."""
+        """``dense`` pruned by `tfr.recipes.reweighted_prune`, stripped."""
         a = self.args
         extra = "".join(f"_{k}" for k, v in sorted(apply_kwargs.items()) if v)
         name = _slug(

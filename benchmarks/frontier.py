@@ -4,7 +4,7 @@
 structured; ``--suite cifar10`` measures ResNet-20 filter pruning on CIFAR-10
 (see "The CIFAR-10 suite" below).
 
-Methods (see `tf_reweight.recipes.prune`): ``reweighted`` (reweighted group
+Methods (see `tf_reweight.training.recipes.prune`): ``reweighted`` (reweighted group
 regularization), ``admm`` (ADMM with a hard constraint), ``group_lasso``
 (static group lasso / L1), ``magnitude`` (one-shot magnitude pruning, then
 retraining) and ``tfmot`` (TensorFlow Model Optimization's gradual magnitude
@@ -41,7 +41,7 @@ reweighting and ADMM, and a sweep of reweighting's ``lambda`` at
 epochs) is already there is skipped, so an interrupted run resumes.
 Records also hold the numbers of training and test images used.
 
-The CIFAR-10 suite (``--suite cifar10``): ResNet-20 (`tf_reweight.models.resnet20`)
+The CIFAR-10 suite (``--suite cifar10``): ResNet-20 (`tfr.models.resnet20`)
 pruned by whole filters at 2, 4, 8 and 16x with reweighting and ADMM, and
 tfmot at the same rates. tfmot has no filter pruning, so its rows are
 *unstructured* (structure ``"unstructured"`` in the records, labelled so in
@@ -156,8 +156,8 @@ class Suite:
     """A model on a dataset, with its parser defaults (over MNIST's)."""
 
     name: str
-    model: str  # a `tf_reweight.models` name and a `tfmot_baseline.py --model`
-    dataset: str  # a `tf_reweight.data` name
+    model: str  # a `tf_reweight.training.models` name and a `tfmot_baseline.py --model`
+    dataset: str  # a `tf_reweight.training.data` name
     title: str
     counted: str  # the kernels that ``rate`` counts, for the plot
     dense_stem: str  # file stem of the dense checkpoint in the cache
@@ -437,7 +437,8 @@ class Bench:
     def __init__(self, args):
         import keras
 
-        from tf_reweight import data, layouts, models
+        from tf_reweight.core import layouts
+        from tf_reweight.training import data, models
 
         self.args = args
         self.suite = SUITES[args.suite]
@@ -469,7 +470,7 @@ class Bench:
 
     def _dense(self) -> dict:
         """Trains (or loads) the shared dense checkpoint; returns its record."""
-        from tf_reweight import models, recipes
+        from tf_reweight.training import models, recipes
 
         info_path = self.cache / f"{self.stem}.json"
         if self.dense_path.exists() and info_path.exists():
@@ -503,7 +504,8 @@ class Bench:
         """Measures one job; returns the method-specific part of its record."""
         if job.method.startswith("tfmot"):
             return self._tfmot(job)
-        from tf_reweight import recipes, sparsity
+        from tf_reweight.pruning import sparsity
+        from tf_reweight.training import recipes
 
         a = self.args
         self.keras.utils.set_random_seed(a.seed)
@@ -578,7 +580,7 @@ class Bench:
 
         The ranking covers the layers tfmot prunes, the unstructured ones.
         """
-        from tf_reweight import budget, layouts, structures
+        from tf_reweight.core import budget, layouts, structures
 
         dense = self.keras.saving.load_model(self.dense_path)
         names = self.pruned_layers("unstructured")
@@ -594,7 +596,7 @@ class Bench:
         )
 
     def _tfmot(self, job: Job) -> dict:
-        from tf_reweight.recipes import two_phase_lr
+        from tf_reweight.training.recipes import two_phase_lr
 
         a = self.args
         schedule = two_phase_lr(a.epochs[0], a.epochs[1], a.lr)

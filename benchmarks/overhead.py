@@ -12,7 +12,7 @@ training's (the fastest epoch is the one least disturbed by other work).
 
 Each method's first epoch (tracing and compilation) is a warm-up and is not
 counted. LeNet-5 on the first ``--train-limit`` MNIST training images, batch
-128, the methods' default settings (`tf_reweight.recipes.DEFAULT_PENALTY` and
+128, the methods' default settings (`tf_reweight.training.recipes.DEFAULT_PENALTY` and
 `DEFAULT_OPTIONS`), target 50x.
 
     python benchmarks/overhead.py            # 5 rounds on 20,000 images
@@ -56,11 +56,11 @@ def _parser() -> argparse.ArgumentParser:
 def build(method: str, target: str):
     """A compiled LeNet-5 set up for ``method``, and its callbacks.
 
-    The setup is `tf_reweight.recipes.prune`'s own, so the per-epoch work is
+    The setup is `tf_reweight.training.recipes.prune`'s own, so the per-epoch work is
     exactly what the frontier runs (magnitude: pruned at epoch 0).
     """
     import tf_reweight as tfr
-    from tf_reweight import models, recipes
+    from tf_reweight.training import models, recipes
 
     model, callbacks = models.lenet5(), []
     if method != "dense":
@@ -75,7 +75,7 @@ def measure(args) -> list[dict]:
     """Interleaved epochs; returns one record per method."""
     import keras
 
-    from tf_reweight import data
+    from tf_reweight.training import data
 
     (x, y), _ = data.load("mnist", args.data_dir)
     x, y = x[: args.train_limit], y[: args.train_limit]

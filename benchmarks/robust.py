@@ -4,7 +4,7 @@ Two suites, each starting every method from the same adversarially trained
 dense checkpoint (cached outside the repository under ``--cache-dir``,
 default ``~/.cache/tf_reweight/bench``) with the same epoch budget
 ``--epochs P R`` (P penalized epochs, R masked retraining epochs, all of
-them adversarial; `tf_reweight.mrpf.adversarial_prune`):
+them adversarial; `tf_reweight.robust.mrpf.adversarial_prune`):
 
 - ``mnist``: LeNet-5, eps 0.3, PGD-7 adversarial training (step
   ``2.5 * eps / 7``), PGD-40 evaluation with step 0.01;
@@ -15,7 +15,7 @@ Methods (`VARIANTS`; adding one is one entry): ``reweighted`` (bounded, the
 default of adversarial pruning; ``reweighted_unbounded`` without) and ``admm``
 rank units globally across layers (one budget for the model);
 ``mrs_reweighted`` allocates per-layer ratios by Module Robustness
-Sensitivity (MRPF, `tf_reweight.mrpf.mrpf`; worst-case relative weight
+Sensitivity (MRPF, `tf_reweight.robust.mrpf.mrpf`; worst-case relative weight
 perturbation probe), ``mrs_prune_reweighted`` by the magnitude-pruning probe
 of MRS, and ``uniform_reweighted`` gives every layer the same ratio, all at
 exactly the same number of kept weights. ``rate`` is dense / nonzero weights
@@ -63,14 +63,14 @@ class Variant:
     """How one benchmark method prunes: a recipe method and an allocation.
 
     Attributes:
-        method: A `tf_reweight.recipes.METHODS` name.
+        method: A `tf_reweight.training.recipes.METHODS` name.
         allocation: ``"global"`` (ranked across layers), ``"mrs"`` or
             ``"uniform"``.
         options: ``(name, value)`` pairs for the method's phase-1 callback.
         mode: The MRS probe (``"perturb"`` or ``"prune"``) of ``"mrs"``.
         penalty: The method's penalty; None for `recipes.DEFAULT_PENALTY`.
         bounded: Bounded reweighting; None for the library default
-            (`tf_reweight.mrpf.bounded_option`).
+            (`tf_reweight.robust.mrpf.bounded_option`).
     """
 
     method: str
@@ -240,7 +240,7 @@ class Bench:
     def __init__(self, args):
         import keras
 
-        from tf_reweight import data
+        from tf_reweight.training import data
 
         self.args = args
         self.keras = keras
@@ -257,7 +257,7 @@ class Bench:
 
     def _dense(self) -> dict:
         """Trains (or loads) the robust dense checkpoint; returns its facts."""
-        from tf_reweight.cli_robust import robust_dense
+        from tf_reweight.cli.robust import robust_dense
 
         info_path = self.dir / "dense.json"
         if info_path.exists() and (self.dir / "dense.keras").exists():
@@ -293,7 +293,7 @@ class Bench:
 
     def evaluate(self, model) -> dict:
         """Clean accuracy, PGD accuracy, the number attacked and the attack."""
-        from tf_reweight.cli_robust import measure
+        from tf_reweight.cli.robust import measure
 
         a = self.args
         metrics = measure(
@@ -308,9 +308,10 @@ class Bench:
 
     def run(self, variant: Variant) -> dict:
         """Prunes and evaluates one variant; returns its measured facts."""
-        from tf_reweight import mrpf, sparsity
-        from tf_reweight.cli_robust import prune
-        from tf_reweight.recipes import DEFAULT_PENALTY
+        from tf_reweight.cli.robust import prune
+        from tf_reweight.pruning import sparsity
+        from tf_reweight.robust import mrpf
+        from tf_reweight.training.recipes import DEFAULT_PENALTY
 
         a = self.args
         seed = a.seed if a.prune_seed is None else a.prune_seed
@@ -348,7 +349,7 @@ class Bench:
         if ratios is not None:
             out["allocated"] = ",".join(f"{n}:{r:.4f}" for n, r in ratios.items())
         if a.recalibrate_bn:  # as recipes.prune(recalibrate_bn=N) does it
-            from tf_reweight import recipes
+            from tf_reweight.training import recipes
 
             x = self.train[0]
             size = recipes._check_recalibrate(a.recalibrate_bn, result.model, x)

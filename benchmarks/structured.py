@@ -21,7 +21,7 @@ kernels for every structure. ``--max-prune`` lists the per-kernel floors
 (the largest share of a kernel's units the global ranking may remove) of the
 structured runs and ``--unstructured-max-prune`` those of the unstructured
 runs; ``default`` passes none, so the library's default applies
-(`tf_reweight.budget.DEFAULT_MAX_PRUNE` for structured kernels, no floor for
+(`tf_reweight.core.budget.DEFAULT_MAX_PRUNE` for structured kernels, no floor for
 single weights).
 
 Each record holds the test accuracy and the accuracy on the training slice,

@@ -8,7 +8,7 @@ TensorFlow is imported; `tf_reweight` itself never imports tfmot.
 data, epoch budget and learning rates as the other methods:
 
 1. build the model (``--model``: the Caffe LeNet-5 of
-   `tf_reweight.models.lenet5` or the ResNet-20 of `tf_reweight.models.resnet20`)
+   `tfr.models.lenet5` or the ResNet-20 of `tfr.models.resnet20`)
    in ``tf_keras``, layer for layer and with the same layer names, and load
    the dense weights with ``set_weights``; with ``--check-logits`` (an
    ``.npz`` of ``images`` and the Keras 3 ``logits``) stop with an error
@@ -53,7 +53,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-# (layer class, name, arguments) of the Caffe LeNet-5 of `tf_reweight.models`.
+# (layer class, name, arguments) of the Caffe LeNet-5 of `tf_reweight.training.models`.
 _LENET5 = (
     ("Conv2D", "conv1", {"filters": 20, "kernel_size": 5}),
     ("MaxPooling2D", "pool1", {"pool_size": 2}),
@@ -66,7 +66,7 @@ _LENET5 = (
 
 
 def lenet5(tf_keras):
-    """Caffe LeNet-5 in ``tf_keras``, layer for layer `tf_reweight.models.lenet5`."""
+    """Caffe LeNet-5 in ``tf_keras``, layer for layer `tfr.models.lenet5`."""
     layers = [
         getattr(tf_keras.layers, cls)(name=name, **kwargs)
         for cls, name, kwargs in _LENET5
@@ -77,9 +77,9 @@ def lenet5(tf_keras):
 
 
 def resnet20(tf_keras, num_classes: int = 10):
-    """ResNet-20 in ``tf_keras``, layer for layer `tf_reweight.models.resnet20`.
+    """ResNet-20 in ``tf_keras``, layer for layer `tfr.models.resnet20`.
 
-    Same layers, names and creation order as ``tf_reweight.models._cifar_resnet``
+    Same layers, names and creation order as ``tfr.models._cifar_resnet``
     (stem 16, stages of 16, 32 and 64 filters, 3 basic blocks each, 1x1
     projection shortcuts where the shape changes), so the Keras 3
     ``get_weights()`` list loads with ``set_weights``.

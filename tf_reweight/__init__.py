@@ -13,42 +13,51 @@ import importlib
 
 import keras
 
-from tf_reweight import (
-    admm,
-    backend_support,
-    batchnorm,
-    budget,
-    callbacks,
-    layouts,
-    models,
-    pruning,
-    qat,
-    quantization,
-    recipes,
-    structures,
+from tf_reweight import callbacks, pruning
+from tf_reweight.callbacks import (
+    HardPrune,
+    PolynomialSparsity,
+    ProgressiveSparsity,
+    Reweight,
+    ScheduledPruning,
+    SparsityMonitor,
 )
-from tf_reweight.admm import ADMMPenalty, ADMMUpdate
-from tf_reweight.api import apply, strip
-from tf_reweight.batchnorm import recalibrate_batchnorm
-from tf_reweight.budget import parse_target
-from tf_reweight.callbacks import HardPrune, Reweight, ScheduledPruning, SparsityMonitor
-from tf_reweight.constraints import MaskConstraint
-from tf_reweight.pruning import hard_prune, refresh_penalties
-from tf_reweight.qat import QuantizeWrapper, quantize_model
-from tf_reweight.quantization import QuantizeConstraint, fake_quantize, quantize
-from tf_reweight.regularizers import (
+from tf_reweight.core import backend_support, budget, layouts, structures
+from tf_reweight.core.budget import parse_target
+from tf_reweight.core.constraints import MaskConstraint
+from tf_reweight.core.structures import Structure
+from tf_reweight.methods import admm, regularizers
+from tf_reweight.methods.admm import ADMMPenalty, ADMMUpdate
+from tf_reweight.methods.regularizers import (
     GroupLassoPenalty,
     KernelPenalty,
     ReweightedGroupPenalty,
 )
-from tf_reweight.schedules import PolynomialSparsity, ProgressiveSparsity
-from tf_reweight.sparsity import LayerSparsity, SparsityReport, report
-from tf_reweight.structures import Structure
-from tf_reweight.wrapper import PruningWrapper
+from tf_reweight.pruning import batchnorm
+from tf_reweight.pruning.api import apply, strip
+from tf_reweight.pruning.batchnorm import recalibrate_batchnorm
+from tf_reweight.pruning.operations import hard_prune, refresh_penalties
+from tf_reweight.pruning.sparsity import LayerSparsity, SparsityReport, report
+from tf_reweight.pruning.wrapper import PruningWrapper
+from tf_reweight.quantize import qat, quantization
+from tf_reweight.quantize.qat import QuantizeWrapper, quantize_model
+from tf_reweight.quantize.quantization import (
+    QuantizeConstraint,
+    fake_quantize,
+    quantize,
+)
+from tf_reweight.training import models, recipes
 
 # The TensorFlow-only parts load on first access (PEP 562), so that the core
 # imports on every Keras backend and without TensorFlow installed.
-_LAZY_MODULES = ("adversarial", "attacks", "data", "mrpf", "robustness", "sensitivity")
+_LAZY_MODULES = {
+    "adversarial": "tf_reweight.robust.adversarial",
+    "attacks": "tf_reweight.robust.attacks",
+    "data": "tf_reweight.training.data",
+    "mrpf": "tf_reweight.robust.mrpf",
+    "robustness": "tf_reweight.robust.robustness",
+    "sensitivity": "tf_reweight.robust.sensitivity",
+}
 _LAZY_ATTRIBUTES = {
     "AdversarialModel": "adversarial",
     "evaluate_robustness": "robustness",
@@ -59,9 +68,9 @@ _LAZY_ATTRIBUTES = {
 
 def __getattr__(name: str):
     if name in _LAZY_MODULES:
-        return importlib.import_module(f"tf_reweight.{name}")
+        return importlib.import_module(_LAZY_MODULES[name])
     if name in _LAZY_ATTRIBUTES:
-        module = importlib.import_module(f"tf_reweight.{_LAZY_ATTRIBUTES[name]}")
+        module = importlib.import_module(_LAZY_MODULES[_LAZY_ATTRIBUTES[name]])
         return getattr(module, name)
     raise AttributeError(f"module 'tf_reweight' has no attribute {name!r}")
 
@@ -110,10 +119,11 @@ __all__ = [
     "recalibrate_batchnorm",
     "recipes",
     "refresh_penalties",
+    "regularizers",
     "report",
     "strip",
     "structures",
 ]
 
 if keras.backend.backend() == "tensorflow":
-    __all__ += sorted(_LAZY_MODULES + tuple(_LAZY_ATTRIBUTES))
+    __all__ += sorted([*_LAZY_MODULES, *_LAZY_ATTRIBUTES])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tf_reweight.cli_checks import fraction, load_keras, positive_int
+from tf_reweight.cli.checks import fraction, load_keras, positive_int
 from tflite_export.convert import QUANTIZATIONS, check_output_path, export
 from tflite_export.verify import random_sample, verify
 

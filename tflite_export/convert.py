@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tf_reweight.backend_support import require
+from tf_reweight.core.backend_support import require
 
 require(__name__, "the TFLite converter")
 
@@ -76,7 +76,8 @@ class ExportReport:
 
 def _strip(model: keras.Model) -> keras.Model:
     """A plain copy: pruning wrappers removed, quantized kernels on their grid."""
-    from tf_reweight import qat, strip
+    from tf_reweight import strip
+    from tf_reweight.quantize import qat
 
     return qat.finalize(model) if qat.quantized_layers(model) else strip(model)
 

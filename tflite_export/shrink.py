@@ -18,7 +18,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from tf_reweight.pruning import wrappers
+from tf_reweight.pruning.operations import wrappers
 from tflite_export.shrink_graph import (
     Analysis,
     Node,

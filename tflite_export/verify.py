@@ -11,7 +11,7 @@ the builtin kernels only, which run every sparse format.
 
 from __future__ import annotations
 
-from tf_reweight.backend_support import require
+from tf_reweight.core.backend_support import require
 
 require(__name__, "the LiteRT interpreter", backend=None, package="ai_edge_litert")
 

@@ -1,0 +1,238 @@
+"""Smoke test of the frontier benchmark on a slice of MNIST (tiny budgets)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def frontier():
+    from benchmarks import frontier as module
+
+    return module
+
+
+def _tiny(data_dir, tmp_path, results, train: int, test: int) -> list[str]:
+    """Arguments of a smoke run: a data slice, one dense and 1 + 1 epochs."""
+    return [
+        f"--data-dir={data_dir}",
+        f"--cache-dir={tmp_path / 'cache'}",
+        f"--results={results}",
+        f"--train-limit={train}",
+        f"--test-limit={test}",
+        "--dense-epochs=1",
+        "--epochs",
+        "1",
+        "1",
+    ]
+
+
+def test_every_method_measures_resumes_and_plots(frontier, data_dir, tmp_path):
+    results = tmp_path / "frontier.json"
+    argv = [
+        *_tiny(data_dir, tmp_path, results, 256, 200),
+        "--rates=10",
+        f"--methods={','.join(frontier.METHODS)},tfmot_global",
+        "--structures=filter",
+        "--structured-methods=admm",
+        "--structured-rates=2",
+        "--sweep=1e-4",  # off the main lambda (1e-5): a sweep point
+        "--sweep-rate=10",
+    ]
+    assert frontier.main(argv) == 0
+    records = json.loads(results.read_text())
+    methods = [r["method"] for r in records]
+    assert methods == ["dense", *frontier.METHODS, "tfmot_global", "admm", "reweighted"]
+    weights = 5 * 5 * 20 + 5 * 5 * 20 * 50 + 800 * 500 + 500 * 10
+    for r in records[1:]:
+        # Structured runs leave the logits layer (500 x 10) dense and uncounted.
+        counted = weights - (500 * 10 if r["structure"] == "filter" else 0)
+        assert r["rate"] == pytest.approx(counted / r["nonzeros"])
+        assert r["epochs"] == 2 and 0.0 <= r["accuracy"] <= 1.0
+        assert r["command"].startswith("python benchmarks/frontier.py ")
+    unstructured = records[1:7]
+    assert all(r["rate"] == pytest.approx(10, rel=0.01) for r in unstructured)
+    assert set(records[3]["versions"]) == {"tensorflow", "tf_keras", "tfmot"}
+    assert records[7]["structure"] == "filter" and records[7]["rate"] >= 1.9
+    assert records[8]["penalty"] == 1e-4
+
+    assert frontier.main([*argv, "--plot"]) == 0  # everything is already there
+    assert json.loads(results.read_text()) == records
+    assert (tmp_path / "frontier.png").stat().st_size > 10_000
+
+
+def test_jobs_and_keys(frontier):
+    args = frontier._parser().parse_args(["--rates=50,200", "--sweep=1e-5,1e-3"])
+    found = frontier.jobs(args)
+    # 2 rates x 5 methods + 2 structures x 3 rates x 2 methods + 1 new sweep job
+    assert len(found) == 10 + 12 + 1
+    assert found[-1].penalty == 1e-3 and found[-1].target_rate == 200
+    record = {"method": "admm", "structure": "filter", "target_rate": 4.0}
+    record.update(penalty=3e-3, epochs=8)
+    assert frontier.record_key(record) == frontier.Job("admm", "filter", 4.0, 3e-3).key(
+        8
+    )
+
+
+def test_cifar10_suite_defaults(frontier):
+    def sizes(args):
+        return args.train_limit, args.dense_epochs, tuple(args.epochs)
+
+    args = frontier.parse_args(["--suite=cifar10"])
+    assert sizes(args) == (10000, 10, (2, 2))
+    mnist = frontier.parse_args([])
+    assert (args.penalty, mnist.penalty, mnist.structured_penalty) == (1e-4, 1e-5, 1e-3)
+    found = [(j.method, j.structure, j.target_rate) for j in frontier.jobs(args)]
+    # tfmot unstructured and reweighted/admm filter, each at 2, 4, 8 and 16x.
+    assert sorted(found) == sorted(
+        (method, structure, rate)
+        for method, structure in [
+            ("tfmot", "unstructured"),
+            ("reweighted", "filter"),
+            ("admm", "filter"),
+        ]
+        for rate in (2, 4, 8, 16)
+    )
+    quick = frontier.parse_args(["--suite=cifar10", "--epochs", "4", "4", "--quick"])
+    assert sizes(quick) == (5000, 5, (4, 4))  # explicit flags win
+    assert sizes(frontier.parse_args([])) == (None, 5, (4, 4))  # MNIST unchanged
+
+
+def test_cifar10_suite_counts_the_same_kernels(frontier, data_dir, tmp_path):
+    if not Path(data_dir, "cifar10", "cifar10-jpg.tar.gz").exists():
+        pytest.skip(f"No local CIFAR-10 copy under {data_dir}")
+    from tf_reweight.training import models
+
+    results = tmp_path / "frontier_cifar10.json"
+    argv = [
+        "--suite=cifar10",
+        *_tiny(data_dir, tmp_path, results, 128, 100),
+        "--rates=2",
+        "--structured-rates=2",
+        "--plot",
+    ]
+    assert frontier.main(argv) == 0
+    records = json.loads(results.read_text())
+    assert [(r["method"], r["structure"]) for r in records] == [
+        ("dense", "dense"),
+        ("tfmot", "unstructured"),
+        ("reweighted", "filter"),
+        ("admm", "filter"),
+    ]
+    kernels = {
+        layer.name: int(np.prod(layer.kernel.shape))
+        for layer in models.resnet20().layers
+        if hasattr(layer, "kernel")
+    }
+    # Every method counts the convolutions of the residual stages only: the stem
+    # convolution and the logits stay dense.
+    counted = sum(kernels.values()) - kernels["conv1"] - kernels["logits"]
+    assert counted == 269_824 and len(kernels) == 22
+    for r in records[1:]:
+        assert (r["model"], r["dataset"]) == ("resnet20", "cifar10")
+        assert r["weights"] == counted
+        assert r["rate"] == pytest.approx(counted / r["nonzeros"])
+        assert r["rate"] == pytest.approx(2.0, rel=0.01)
+        assert r["epochs"] == 2 and r["test_images"] == 100
+    assert records[3]["method_options"]["every"] == 16  # the suite's ADMM default
+    # tf_reweight's models are tested after BatchNorm recalibration, tfmot's not.
+    assert [r.get("recalibrate_bn") for r in records[1:]] == [None, 128, 128]
+    assert 0.0 <= records[2]["accuracy_before_recalibration"] <= 1.0
+    assert (tmp_path / "frontier_cifar10.png").stat().st_size > 10_000
+
+
+def test_tf_keras_resnet20_loads_the_keras3_weights(tmp_path):
+    """The tfmot baseline's ResNet-20 gives the Keras 3 logits (another process)."""
+    import keras
+
+    from tf_reweight.training import models
+
+    keras.utils.set_random_seed(1)
+    model = models.resnet20()
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # random statistics, so that a swap would show
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = (w.shape for w in layer.get_weights())
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma),
+                    rng.normal(0.0, 0.2, beta),
+                    rng.normal(0.0, 0.2, mean),
+                    rng.uniform(0.5, 1.5, var),
+                ]
+            )
+    images = rng.uniform(0.0, 1.0, (8, 32, 32, 3)).astype("float32")
+    logits = model.predict(images, verbose=0)
+    np.savez(tmp_path / "ref.npz", images=images, logits=logits)
+    weights = model.get_weights()
+    np.savez(tmp_path / "good.npz", *weights)
+    # Two same-shape stage-1 kernels swapped: the check must notice.
+    first, second = [i for i, w in enumerate(weights) if w.shape == (3, 3, 16, 16)][:2]
+    weights[first], weights[second] = weights[second], weights[first]
+    np.savez(tmp_path / "bad.npz", *weights)
+
+    def check(name):
+        return subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).parents[2] / "benchmarks" / "tfmot_baseline.py"),
+                "--model=resnet20",
+                f"--weights={tmp_path / name}",
+                f"--check-logits={tmp_path / 'ref.npz'}",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_USE_LEGACY_KERAS": "1"},
+        )
+
+    good = check("good.npz")
+    assert good.returncode == 0, good.stderr[-2000:]
+    record = json.loads(good.stdout.splitlines()[-1])
+    assert record["check_max_abs_diff"] < 1e-4 * np.abs(logits).max()
+    bad = check("bad.npz")
+    assert bad.returncode != 0 and "wrong layers" in bad.stderr
+
+
+def test_lines_tell_configurations_from_sweep_points(frontier):
+    mains = frontier.main_configs(frontier.parse_args(["--structured-penalty=1e-4"]))
+
+    def record(structure, rate, penalty, eps=None, accuracy=0.99):
+        return {
+            "method": "reweighted",
+            "structure": structure,
+            "target_rate": rate,
+            "rate": rate,
+            "accuracy": accuracy,
+            "penalty": penalty,
+            **({} if eps is None else {"eps": eps}),
+        }
+
+    records = [
+        {"method": "dense", "structure": "dense", "accuracy": 0.99},
+        record("unstructured", 50, 1e-5),
+        record("unstructured", 200, 1e-5),
+        record("unstructured", 200, 1e-4),  # a sweep point
+        record("unstructured", 200, 1e-4, eps=1e-2),  # a second line
+        record("unstructured", 400, 1e-4, eps=1e-2, accuracy=0.98),
+        record("filter", 2, 1e-4),  # the structured line's own lambda
+    ]
+    series, sweep, dense = frontier.lines(records, mains)
+    second = "reweighted λ=0.0001 eps=0.01"
+    assert set(series) == {"reweighted", "reweighted (filter)", second}
+    assert [r["rate"] for r in series[second]] == [200, 400]
+    assert sweep == [records[3]] and dense == records[:1]
+    table = frontier.table(records, mains).splitlines()
+    assert table[0] == f"| structure | target | reweighted | {second} |"
+    assert "| unstructured | 400x |  | 98.00 (400x) |" in table
+    assert "| filter | 2x | 99.00 (2x) |  |" in table
+
+
+def test_eps_applies_to_reweighting_only(frontier):
+    args = frontier.parse_args(["--rates=50", "--structures=", "--eps=1e-2"])
+    found = {j.method: j.eps for j in frontier.jobs(args) if j.target_rate == 50}
+    assert found == dict.fromkeys(frontier.METHODS, None) | {"reweighted": 1e-2}

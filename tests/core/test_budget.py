@@ -1,0 +1,211 @@
+import numpy as np
+import pytest
+
+from tf_reweight.core import budget, structures
+
+
+@pytest.mark.parametrize(
+    "target, expected", [(0.9, 0.9), ("100x", 0.99), ("50x", 0.98), (" 4X ", 0.75)]
+)
+def test_parse_target(target, expected):
+    assert budget.parse_target(target) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "target", [0.0, 1.0, -0.1, 1.5, "0.5x", "1x", "ten", True, None]
+)
+def test_parse_target_rejects(target):
+    with pytest.raises(ValueError, match="Received"):
+        budget.parse_target(target)
+
+
+def test_global_unstructured_budget_ranks_weights_across_layers():
+    rng = np.random.default_rng(1)
+    kernels = [rng.normal(size=(1, 1, 20, 30)), 1.5 * rng.normal(size=(1, 1, 30, 10))]
+    s = structures.get("unstructured")
+    keep = budget.allocate([s, s], kernels, 0.9)
+    total = sum(k.size for k in kernels)
+    assert sum(keep) == round(0.1 * total)
+    # Global magnitude ranking: the threshold is the same in both layers.
+    everything = np.sort(np.abs(np.concatenate([k.ravel() for k in kernels])))[::-1]
+    threshold = everything[sum(keep) - 1]
+    assert keep == [int((np.abs(k) >= threshold).sum()) for k in kernels]
+
+
+def test_per_layer_budget_and_minimum_of_one_unit():
+    kernels = [np.ones((3, 3, 4, 8)), np.ones((1, 1, 8, 2))]
+    f = structures.get("filter")
+    assert budget.allocate([f, f], kernels, [0.5, 0.99]) == [4, 1]
+
+
+def test_fixed_structures_stay_out_of_the_global_pool():
+    rng = np.random.default_rng(2)
+    kernels = [rng.normal(size=(1, 1, 8, 8)), rng.normal(size=(1, 1, 8, 8))]
+    keep = budget.allocate(
+        [structures.get("2:4"), structures.get("unstructured")], kernels, 0.75
+    )
+    assert keep == [16, 16]
+
+
+def test_rate():
+    assert budget.rate(100, 4) == 25
+    assert budget.rate(100, 0) == float("inf")
+
+
+def test_global_structured_budget_is_scale_free_across_layers():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(3, 3, 8, 16))
+    kernels = [base, 50.0 * base]  # same filters, one layer at a much larger scale
+    f = structures.get("filter")
+    keep = budget.allocate([f, f], kernels, 0.75)
+    assert keep == [4, 4]
+
+
+def test_the_unit_every_kernel_keeps_counts_against_the_global_budget():
+    rng = np.random.default_rng(4)
+    # Without a floor, the first kernel's eight live filters outrank all of the
+    # second's: ranked alone, the first kernel would take the whole budget and
+    # the second get its one filter on top of it.
+    first = rng.normal(size=(3, 3, 4, 16))
+    first[..., 8:] = 0.0
+    second = rng.normal(size=(3, 3, 4, 16))
+    f = structures.get("filter")
+    keep = budget.allocate([f, f], [first, second], 1 - 4 / 32, max_prune=1.0)
+    assert keep == [3, 1]  # four filters in all, as the target says
+
+
+def _filter_reference(kernels, sparsity, rule):
+    """Keep counts of a global filter budget without floors, in plain NumPy."""
+    scores, owner, sizes = [], [], []
+    for i, w in enumerate(kernels):
+        n = w.shape[0] * w.shape[1] * w.shape[2]
+        energy = np.sum(np.square(w), axis=(0, 1, 2))
+        if rule == "per_weight":
+            s = energy / np.sum(np.square(w)) / n
+        else:  # the former rule: unit RMS over kernel RMS
+            s = np.sqrt(energy / n) / np.sqrt(np.mean(np.square(w)))
+        s[np.argmax(s)] = np.inf  # every kernel keeps its best filter
+        scores.append(s)
+        owner.append(np.full(w.shape[3], i))
+        sizes.append(np.full(w.shape[3], n))
+    scores, owner, sizes = map(np.concatenate, (scores, owner, sizes))
+    order = np.argsort(-scores, kind="stable")
+    budget_ = (1 - sparsity) * sum(w.size for w in kernels)
+    taken = int(np.argmin(np.abs(np.cumsum(sizes[order]) - budget_))) + 1
+    return np.bincount(owner[order[:taken]], minlength=len(kernels)).tolist()
+
+
+def test_units_rank_by_importance_per_weight_removed():
+    rng = np.random.default_rng(5)
+    # A narrow stem (8 filters of 9 weights) and a wide layer (32 filters of 64
+    # weights), both at their own scale: a wide filter frees 7x the weights
+    # for a quarter of the share of its layer.
+    kernels = [0.3 * rng.normal(size=(3, 3, 1, 8)), rng.normal(size=(1, 1, 64, 32))]
+    f = structures.get("filter")
+    keep = budget.allocate([f, f], kernels, 0.75, max_prune=1.0)
+    assert keep == _filter_reference(kernels, 0.75, "per_weight")
+    assert keep == [8, 7]  # the stem stays whole, the wide layer pays
+    assert keep != _filter_reference(kernels, 0.75, "rms")
+    # Scale-free: rescaling one layer changes nothing.
+    scaled = [100.0 * kernels[0], kernels[1]]
+    assert budget.allocate([f, f], scaled, 0.75, max_prune=1.0) == keep
+
+
+def _kept_weights(structure, kernels, keep):
+    return sum(
+        int(np.sum(structure.project(w, k))) for w, k in zip(kernels, keep, strict=True)
+    )
+
+
+def test_no_kernel_loses_more_than_max_prune_and_the_target_is_still_met():
+    rng = np.random.default_rng(6)
+    shapes = [(3, 3, 1, 32), (3, 3, 32, 64), (1, 1, 64, 128), (1, 1, 128, 64)]
+    kernels = [rng.normal(size=s) for s in shapes]
+    f = structures.get("filter")
+    sparsity = 0.75
+    budget_ = (1 - sparsity) * sum(w.size for w in kernels)
+    free = budget.allocate([f] * 4, kernels, sparsity, max_prune=1.0)
+    # Without a floor the largest kernel, whose filters are the cheapest per
+    # weight, keeps only its best filter.
+    assert free[1] == 1
+    for max_prune in (0.8, 0.9):
+        keep = budget.allocate([f] * 4, kernels, sparsity, max_prune=max_prune)
+        for k, s in zip(keep, shapes, strict=True):
+            assert s[3] - k <= max_prune * s[3]
+        # Met as exactly as the units allow: within half the largest unit.
+        assert abs(_kept_weights(f, kernels, keep) - budget_) <= 288 / 2
+    # Per-kernel overrides; None takes the default.
+    keep = budget.allocate([f] * 4, kernels, sparsity, max_prune=[None, 0.75, 1.0, 0.5])
+    assert keep[1] >= 16 and keep[3] >= 32
+    assert 32 - keep[0] <= budget.DEFAULT_MAX_PRUNE * 32
+    assert abs(_kept_weights(f, kernels, keep) - budget_) <= 288 / 2
+
+
+def test_the_default_floor_relaxes_to_targets_above_it():
+    rng = np.random.default_rng(7)
+    kernels = [rng.normal(size=(3, 3, 4, 40)), rng.normal(size=(1, 1, 40, 80))]
+    f = structures.get("filter")
+    sparsity = (1 + budget.DEFAULT_MAX_PRUNE) / 2
+    keep = budget.allocate([f, f], kernels, sparsity)
+    kept = _kept_weights(f, kernels, keep)
+    total = sum(w.size for w in kernels)
+    assert abs(kept - (1 - sparsity) * total) <= 40 / 2
+
+
+def test_unreachable_floors_raise():
+    kernels = [np.ones((3, 3, 4, 16)), np.ones((1, 1, 16, 32))]
+    f = structures.get("filter")
+    with pytest.raises(ValueError, match="floors.*Received: max_prune=0.5"):
+        budget.allocate([f, f], kernels, 0.75, max_prune=0.5)
+    with pytest.raises(ValueError, match="Received"):
+        budget.allocate([f, f], kernels, 0.75, max_prune=[0.5, 0.6])
+
+
+@pytest.mark.parametrize("max_prune", [0.0, 1.5, -1, True, "0.5", [0.5], [0.5] * 3])
+def test_malformed_max_prune_is_rejected(max_prune):
+    kernels = [np.ones((3, 3, 4, 16)), np.ones((1, 1, 16, 32))]
+    f = structures.get("filter")
+    with pytest.raises(ValueError, match="Received: max_prune"):
+        budget.allocate([f, f], kernels, 0.5, max_prune=max_prune)
+
+
+def test_unstructured_stays_global_magnitude_pruning_without_a_floor():
+    rng = np.random.default_rng(8)
+    # The second layer's weights are all tiny: global magnitude pruning takes
+    # all but one of them, past any default floor.
+    kernels = [rng.normal(size=(1, 1, 20, 30)), 1e-3 * rng.normal(size=(1, 1, 30, 10))]
+    s = structures.get("unstructured")
+    keep = budget.allocate([s, s], kernels, 0.7)
+    assert keep == [269, 1]
+    # An explicit floor applies to single weights too.
+    keep = budget.allocate([s, s], kernels, 0.7, max_prune=0.9)
+    assert keep == [240, 30]
+
+
+def test_edge_blocks_count_the_weights_they_hold():
+    rng = np.random.default_rng(9)
+    # GEMM views 9 x 32 and 64 x 64: the first kernel's last row of 4x4
+    # tiles holds one row of weights, not four.
+    kernels = [rng.normal(size=(3, 3, 1, 32)), rng.normal(size=(1, 1, 64, 64))]
+    b = structures.get("block:4x4")
+    keep = budget.allocate([b, b], kernels, 0.75, max_prune=1.0)
+    total = sum(w.size for w in kernels)
+    assert abs(_kept_weights(b, kernels, keep) - 0.25 * total) <= 16 / 2
+
+
+def test_block_projection_keeps_the_weights_the_budget_counted_at_the_edges():
+    # Kernels whose GEMM sides are not multiples of the tile have partial edge
+    # blocks; the projection must rank them as the budget does.
+    rng = np.random.default_rng(3)
+    block = structures.get("block:4x4")
+    kernels = [
+        rng.normal(size=(3, 3, 3, 18)).astype("float32"),
+        rng.normal(size=(1, 1, 30, 10)).astype("float32"),
+        rng.normal(size=(5, 5, 1, 22)).astype("float32"),
+    ]
+    keep = budget.allocate([block] * 3, kernels, 0.75)
+    kept = sum(
+        int(block.project(k, n).sum()) for k, n in zip(kernels, keep, strict=True)
+    )
+    total = sum(k.size for k in kernels)
+    assert abs(kept - 0.25 * total) <= 16

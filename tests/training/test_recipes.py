@@ -1,0 +1,88 @@
+"""A short real-data run: LeNet-300-100 on a slice of MNIST."""
+
+import keras
+import numpy as np
+import pytest
+
+import tf_reweight as tfr
+from tf_reweight.training import data, models, recipes
+
+
+def test_lenet_300_100_reaches_90_percent_sparsity_at_95_percent_accuracy(data_dir):
+    (x, y), (x_test, y_test) = data.load("mnist", data_dir)
+    train = (x[:12000], y[:12000])
+    keras.utils.set_random_seed(0)
+    dense = recipes.compile_classifier(models.lenet_300_100())
+    dense.fit(*train, batch_size=64, epochs=3, verbose=0)
+    result = recipes.reweighted_prune(
+        dense,
+        train,
+        target=0.9,
+        penalty=1e-5,
+        reweight_epochs=2,
+        retrain_epochs=2,
+        batch_size=64,
+        verbose=0,
+    )
+    rep = tfr.report(result.model)
+    accuracy = result.model.evaluate(x_test, y_test, verbose=0)[1]
+    assert rep.sparsity >= 0.9 - 1e-6
+    assert accuracy >= 0.95, accuracy
+    assert np.isfinite(result.history["loss"]).all()
+
+
+def test_two_phase_lr_is_constant_then_cosine():
+    schedule = recipes.two_phase_lr(2, 3, lr=1e-3, final_lr=1e-5)
+    np.testing.assert_allclose(
+        [schedule(e) for e in range(5)], [1e-3, 1e-3, 1e-3, 5.05e-4, 1e-5], rtol=1e-6
+    )
+
+
+def _bn_classifier() -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, name="conv"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, name="logits"),
+        ]
+    )
+
+
+def _moving(model) -> list[np.ndarray]:
+    bn = model.get_layer("bn")
+    return [bn.moving_mean.numpy(), bn.moving_variance.numpy()]
+
+
+def test_prune_recalibrates_batchnorm_on_a_sample_of_training_inputs():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 10, 96)
+    keras.utils.set_random_seed(0)
+    options = dict(method="magnitude", phase1_epochs=0, retrain_epochs=1, verbose=0)
+    result = recipes.prune(
+        _bn_classifier(), (x, y), batch_size=32, recalibrate_bn=40, **options
+    )
+    assert result.recalibrated_bn == 1
+    moving = _moving(result.model)
+    sample = x[np.sort(np.random.default_rng(0).choice(96, 40, replace=False))]
+    tfr.recalibrate_batchnorm(result.model, sample, batch_size=32)
+    for old, new in zip(moving, _moving(result.model), strict=True):
+        # Float32 moments pooled in another order: about 1e-6 off; margin.
+        np.testing.assert_allclose(old, new, rtol=1e-4, atol=1e-5)
+    plain = recipes.prune(_bn_classifier(), (x, y), **options)
+    assert plain.recalibrated_bn == 0
+
+
+@pytest.mark.parametrize(
+    "model, value, match",
+    [
+        (_bn_classifier, 0, "recalibrate_bn=0"),
+        (_bn_classifier, "all", "recalibrate_bn='all'"),
+        (models.lenet_300_100, True, "no BatchNormalization"),
+    ],
+)
+def test_prune_checks_recalibrate_bn_before_training(model, value, match):
+    with pytest.raises(ValueError, match=match):
+        recipes.prune(model(), (np.zeros((4, 8, 8, 1)), None), recalibrate_bn=value)

@@ -1,0 +1,1 @@
+"""The ``tf-reweight`` command line."""

@@ -1,0 +1,195 @@
+"""Argument checks shared by the command-line tools.
+
+The ``type=`` validators of `argparse` arguments (`positive_int`,
+`non_negative_int`, `positive_float`, `non_negative_float`, `fraction`,
+`target`, `structure`), the check of an output directory (`check_out_dir`),
+and the one loader of ``.keras`` files (`load_keras`). Every check raises
+before anything is loaded or written, with one line that names the argument,
+says what is wrong and what is expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import zipfile
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import keras
+
+from tf_reweight.core import budget, structures
+
+# What loading a damaged or foreign `.keras` file raises.
+_LOAD_ERRORS = (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile)
+
+
+def _number(text: str) -> float:
+    """A finite float given as ``0.03``, ``8/255`` or ``3e-2``."""
+    try:
+        value = float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError, OverflowError) as error:
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number such as 0.03, 3e-2 or 8/255. Received: {text!r}"
+        ) from error
+    if not math.isfinite(value):  # a huge fraction can round to infinity
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number. Received: {text!r}"
+        )
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer. Received: {text!r}"
+        ) from error
+
+
+def _bounded(parse: Callable, accepts: Callable, expected: str, name: str):
+    """An argparse type: ``parse`` the text, then insist on ``accepts``."""
+
+    def check(text: str):
+        value = parse(text)
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}. Received: {text!r}")
+        return value
+
+    check.__name__ = name
+    return check
+
+
+positive_int = _bounded(_integer, lambda v: v > 0, "an integer >= 1", "positive_int")
+non_negative_int = _bounded(
+    _integer, lambda v: v >= 0, "an integer >= 0", "non_negative_int"
+)
+positive_float = _bounded(
+    _number, lambda v: v > 0, "a finite number > 0", "positive_float"
+)
+non_negative_float = _bounded(
+    _number, lambda v: v >= 0, "a finite number >= 0", "non_negative_float"
+)
+fraction = _bounded(_number, lambda v: 0 <= v <= 1, "a number in [0, 1]", "fraction")
+
+
+def target(text: str) -> float | str:
+    """An argparse type: a sparsity (``0.98``) as a float or a rate (``50x``) as is.
+
+    Args:
+        text: The command-line text.
+
+    Returns:
+        The float sparsity, or the rate string, valid for
+        `tf_reweight.parse_target`.
+
+    Example:
+    >>> target("16x"), target("0.9375")
+    ('16x', 0.9375)
+    """
+    value = text if text.strip().lower().endswith("x") else _number(text)
+    try:
+        budget.parse_target(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return value
+
+
+def structure(text: str) -> str:
+    """An argparse type: a structure name that `tf_reweight.core.structures.get` knows.
+
+    Args:
+        text: The command-line text, such as ``"filter"`` or ``"block:4x4"``.
+
+    Returns:
+        ``text`` unchanged.
+
+    Example:
+    >>> structure("2:4")
+    '2:4'
+    """
+    try:
+        structures.get(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return text
+
+
+def check_out_dir(path: str, name: str = "--out") -> Path:
+    """Checks that ``path`` is, or can be created as, a writable directory.
+
+    Nothing is created: the caller makes the directory once every other
+    check has passed, so that a refused run leaves nothing behind.
+
+    Args:
+        path: The output directory.
+        name: The argument named in the error message.
+
+    Returns:
+        ``path`` as a `Path`.
+
+    Raises:
+        ValueError: If ``path`` (or the nearest existing folder above it) is
+            not a directory, or is not writable.
+
+    Example:
+    >>> out = check_out_dir("runs/compress")
+    """
+    out = Path(path)
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "it" if existing == out else f"{existing}, a folder above it,"
+        raise ValueError(
+            f"argument {name}: {where} exists and is not a directory. Expected "
+            f"a directory to write the run into (new or existing). Received: {path}"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"argument {name}: the directory {existing} is not writable. Expected "
+            f"a place where this user may write. Received: {path}"
+        )
+    return out
+
+
+def load_keras(path: str, name: str, compile: bool = True) -> keras.Model:
+    """Loads a ``.keras`` file, with a clear error when it is not one.
+
+    Args:
+        path: The ``.keras`` file.
+        name: The argument named in the error message.
+        compile: Whether to restore the training configuration.
+
+    Returns:
+        The loaded model (tf_reweight's layers are registered on import).
+
+    Raises:
+        ValueError: If the file is missing or is not a valid ``.keras``
+            archive.
+
+    Example:
+    >>> model = load_keras("runs/compress/model.keras", "--checkpoint")
+    """
+    if not Path(path).is_file():
+        raise ValueError(
+            f"argument {name}: no such file. Expected a .keras file saved with "
+            f"`model.save(...)`. Received: {path}"
+        )
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"argument {name}: {path} is not a valid .keras archive (not a zip "
+            "file; truncated or another format?). Save the model again with "
+            "`model.save('model.keras')`."
+        )
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except _LOAD_ERRORS as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(
+            f"argument {name}: {path} is not a valid .keras archive ({why}). "
+            "Save the model again with `model.save('model.keras')`."
+        ) from e

@@ -1,0 +1,128 @@
+"""The one validator module: argument checks shared by the whole library.
+
+Every check raises a Keras-style `ValueError` (what is wrong, what was
+expected, ``Received: name=value``) and refuses what Python would otherwise
+coerce silently: booleans, strings, NaN and infinity.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+
+def _expected(low: float | None, strict: bool) -> str:
+    if low is None:
+        return "a finite number"
+    if low == 0:
+        return "a positive finite number" if strict else "a non-negative finite number"
+    return f"a finite number {'>' if strict else '>='} {low:g}"
+
+
+def check_number(
+    name: str, value, low: float | None = None, *, strict: bool = False
+) -> float:
+    """Returns ``value`` as a float if it is a finite real number above ``low``.
+
+    Args:
+        name: The argument's name, for the error message.
+        value: The value to check.
+        low: The lower bound, or None.
+        strict: Whether ``value`` must exceed ``low`` (else equal is fine).
+
+    Returns:
+        ``float(value)``.
+
+    Raises:
+        ValueError: For a bool, a string, None, NaN, infinity or a number
+            below the bound.
+
+    Example:
+    >>> check_number("eps", 1e-3, 0.0, strict=True)
+    0.001
+    """
+    real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    ok = real and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if strict else value >= low
+    if not ok:
+        raise ValueError(
+            f"`{name}` must be {_expected(low, strict)}. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_int(name: str, value, low: int = 0) -> int:
+    """Returns ``value`` as an int if it is an integer (not a bool) >= ``low``.
+
+    Args:
+        name: The argument's name, for the error message.
+        value: The value to check.
+        low: The smallest value allowed.
+
+    Returns:
+        ``int(value)``.
+
+    Raises:
+        ValueError: For a bool, a float, a string or an integer below ``low``.
+
+    Example:
+    >>> check_int("every", 2, low=1)
+    2
+    """
+    integer = isinstance(value, numbers.Integral) and not isinstance(
+        value, (bool, np.bool_)
+    )
+    if not (integer and value >= low):
+        expected = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_bool(name: str, value) -> bool:
+    """Returns ``value`` if it is a bool (Python or NumPy).
+
+    Args:
+        name: The argument's name, for the error message.
+        value: The value to check.
+
+    Returns:
+        ``bool(value)``.
+
+    Raises:
+        ValueError: For anything else, such as the string ``"False"``.
+
+    Example:
+    >>> check_bool("squared", False)
+    False
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
+def check_choice(name: str, value, choices) -> str:
+    """Returns ``value`` if it is one of ``choices``.
+
+    Args:
+        name: The argument's name, for the error message.
+        value: The value to check.
+        choices: The values allowed (strings).
+
+    Returns:
+        ``value``.
+
+    Raises:
+        ValueError: For anything else.
+
+    Example:
+    >>> check_choice("kind", "pgd", ("pgd", "fgsm"))
+    'pgd'
+    """
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}"
+        )
+    return value

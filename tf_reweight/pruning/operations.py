@@ -1,0 +1,173 @@
+"""Operations on a wrapped model: allocate, refresh penalties, hard prune.
+
+Callbacks call these at set times; users may call them directly too. All of
+them run eagerly, outside the training step, and read or write the state of
+`PruningWrapper` layers.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from tf_reweight.core import backend_support, budget, walker
+from tf_reweight.core.layouts import kernel_layouts
+from tf_reweight.pruning.wrapper import PrunedKernel, PruningWrapper
+
+
+def wrappers(model: keras.Model) -> list[PruningWrapper]:
+    """All `PruningWrapper` layers of a model, nested models included."""
+    return [
+        layer
+        for layer in walker.iter_layers(model)
+        if isinstance(layer, PruningWrapper)
+    ]
+
+
+def require_wrappers(model: keras.Model) -> list[PruningWrapper]:
+    """Like `wrappers`, but raises when the model has none."""
+    found = wrappers(model)
+    if not found:
+        raise ValueError(
+            "The model has no pruned layers. Expected a model returned by "
+            f"`tf_reweight.apply`. Received: model={getattr(model, 'name', model)!r}"
+        )
+    return found
+
+
+def _entries(layers: list[PruningWrapper]) -> list[tuple[PruningWrapper, PrunedKernel]]:
+    return [(w, pk) for w in layers for pk in w.pruned_kernels]
+
+
+def allocate(model: keras.Model) -> list[tuple[PruningWrapper, PrunedKernel, int]]:
+    """Keep counts for every pruned kernel at the current sparsity targets.
+
+    Wrappers in the ``"global"`` scope are ranked together at their shared
+    current target; the others meet their own.
+
+    Returns:
+        ``(wrapper, kernel, keep)`` triples.
+    """
+    backend_support.sync_state(model)  # backend hook: JAX state mid-epoch
+    entries = _entries(require_wrappers(model))
+    keep = [0] * len(entries)
+    global_ids = [i for i, (w, _) in enumerate(entries) if w.scope == "global"]
+    local_ids = [i for i, (w, _) in enumerate(entries) if w.scope != "global"]
+    if global_ids:
+        target = float(keras.ops.convert_to_numpy(entries[global_ids[0]][0].sparsity))
+        counts = budget.allocate(
+            [entries[i][0].structure for i in global_ids],
+            [entries[i][1].canonical() for i in global_ids],
+            target,
+            max_prune=[entries[i][0].max_prune for i in global_ids],
+        )
+        for i, k in zip(global_ids, counts, strict=True):
+            keep[i] = k
+    for i in local_ids:
+        w, pk = entries[i]
+        keep[i] = w.structure.keep_for(
+            pk.layout.canonical, float(keras.ops.convert_to_numpy(w.sparsity))
+        )
+    return [(w, pk, k) for (w, pk), k in zip(entries, keep, strict=True)]
+
+
+def set_sparsity(model: keras.Model, fraction: float) -> None:
+    """Sets every wrapper's current target to ``fraction`` of its final one.
+
+    Schedules use this: ``fraction = schedule(step) / schedule.final``.
+    """
+    backend_support.sync_state(model)  # backend hook: JAX state mid-epoch
+    for w in require_wrappers(model):
+        w.sparsity.assign(np.float32(w.target * fraction))
+
+
+def refresh_penalties(model: keras.Model) -> None:
+    """Refreshes the penalties' state (reweighting factors) from the weights.
+
+    The groups the current target keeps are passed to the penalty, which in
+    bounded mode exempts them. Wrappers that are already hard-pruned are
+    left alone.
+    """
+    for w, pk, keep in allocate(model):
+        if pk.penalty is not None and not w.is_pruned:
+            pk.penalty.refresh(pk.canonical(), w.kept_groups(pk, keep))
+
+
+def hard_prune(model: keras.Model, final: bool = True) -> None:
+    """Projects every pruned kernel onto its current target and masks it.
+
+    Where a BatchNormalization layer reads a layer whose filters were pruned,
+    its moving mean of those channels is set to their constant value (see
+    `align_batchnorm`), so inference matches training from the prune on.
+
+    Args:
+        model: A model with `PruningWrapper` layers.
+        final: Mark the wrappers as pruned and switch their penalties off, so
+            that training continues as masked retraining. Intermediate
+            pruning steps of a schedule pass ``False``.
+    """
+    for w, pk, keep in allocate(model):
+        pk.assign_mask(w.structure.project(pk.canonical(), keep))
+    align_batchnorm(model)
+    if final:
+        for w in require_wrappers(model):
+            w.pruned.assign(np.float32(1.0))
+            for pk in w.pruned_kernels:
+                if pk.penalty is not None:
+                    pk.penalty.deactivate()
+
+
+def _dead_filters(wrapper: PruningWrapper) -> tuple[np.ndarray, np.ndarray] | None:
+    """The output channels of a wrapped layer whose filters are pruned away.
+
+    Returns ``(dead, value)``: a boolean per output channel and the constant
+    every dead channel then outputs (its bias), or None when the wrapped layer
+    is not a Dense/convolution layer whose output kernel is pruned.
+    """
+    layouts = kernel_layouts(wrapper.layer)
+    if not layouts or not wrapper.structure.removes_outputs:
+        return None
+    last = {pk.layout.attr: pk for pk in wrapper.pruned_kernels}.get(layouts[-1].attr)
+    if last is None:
+        return None
+    mask4 = last.layout.to_canonical(keras.ops.convert_to_numpy(last.mask))
+    dead = ~np.any(mask4 != 0, axis=(0, 1, 2))
+    bias = getattr(wrapper.layer, "bias", None)
+    value = np.zeros(dead.shape, np.float32)
+    if bias is not None:
+        value = keras.ops.convert_to_numpy(bias).astype(np.float32)
+    return dead, value
+
+
+def align_batchnorm(model: keras.Model) -> None:
+    """Sets BatchNorm statistics of pruned channels to match training mode.
+
+    A filter whose weights are all pruned outputs a constant, its bias. A
+    BatchNormalization layer right after it normalizes that channel to its
+    ``beta`` in training mode (the batch mean is the constant), but with its
+    stale moving mean at inference. Setting the moving mean of those channels
+    to the constant makes both give ``beta``, whatever the moving variance;
+    training keeps it there. Other channels and layers are left alone.
+
+    Args:
+        model: A model with `PruningWrapper` layers.
+    """
+    dead_by_layer = {}
+    for wrapper in wrappers(model):
+        found = _dead_filters(wrapper)
+        if found is not None and found[0].any():
+            dead_by_layer[id(wrapper)] = found
+    if not dead_by_layer:
+        return
+    for layer in walker.graph_layers(model):
+        if not isinstance(layer, keras.layers.BatchNormalization) or not layer.built:
+            continue
+        if layer.axis not in (-1, len(layer.input.shape) - 1):
+            continue
+        found = dead_by_layer.get(id(walker.producer(layer.input)[0]))
+        if found is None or found[0].shape != tuple(layer.moving_mean.shape):
+            continue
+        dead, value = found
+        mean = keras.ops.convert_to_numpy(layer.moving_mean).copy()
+        mean[dead] = value[dead]
+        layer.moving_mean.assign(mean)

@@ -1,0 +1,3 @@
+"""k-bit quantization: quantizers, quantization-aware training and
+quantized pruning.
+"""

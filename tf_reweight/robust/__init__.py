@@ -1,0 +1,3 @@
+"""Robustness (TensorFlow only): attacks, adversarial training, robust
+evaluation, Module Robustness Sensitivity and MRPF.
+"""
