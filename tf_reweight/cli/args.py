@@ -2,8 +2,9 @@
 
 `parser` builds the parser of ``compress``, ``robust`` and ``mrs``; the
 ``robust`` and ``mrs`` subcommands come from `add_robust_parsers`. Numeric
-options are checked by the ``type=`` validators of `tf_reweight.cli.checks`,
-so a bad value is refused before anything runs.
+options are converted by the ``type=`` functions of `tf_reweight.cli.checks`
+(which defer to `tf_reweight.core.checks`), so a bad value is refused before
+anything runs.
 """
 
 from __future__ import annotations

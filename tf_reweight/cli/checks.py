@@ -1,17 +1,21 @@
 """Argument checks shared by the command-line tools.
 
-The ``type=`` validators of `argparse` arguments (`positive_int`,
+The ``type=`` converters of `argparse` arguments (`positive_int`,
 `non_negative_int`, `positive_float`, `non_negative_float`, `fraction`,
 `target`, `structure`), the check of an output directory (`check_out_dir`),
 and the one loader of ``.keras`` files (`load_keras`). Every check raises
 before anything is loaded or written, with one line that names the argument,
 says what is wrong and what is expected.
+
+The converters only parse the text: what a valid number, integer, target or
+structure is, and how it is worded, is decided by `tf_reweight.core`
+(`checks`, `budget.parse_target`, `structures.get`).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import functools
 import os
 import zipfile
 from collections.abc import Callable
@@ -21,59 +25,72 @@ from pathlib import Path
 import keras
 
 from tf_reweight.core import budget, structures
+from tf_reweight.core import checks as core_checks
 
 # What loading a damaged or foreign `.keras` file raises.
 _LOAD_ERRORS = (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile)
 
 
 def _number(text: str) -> float:
-    """A finite float given as ``0.03``, ``8/255`` or ``3e-2``."""
+    """A float given as ``0.03``, ``8/255`` or ``3e-2``; ValueError if not one."""
     try:
-        value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError, OverflowError) as error:
-        raise argparse.ArgumentTypeError(
-            f"expected a finite number such as 0.03, 3e-2 or 8/255. Received: {text!r}"
-        ) from error
-    if not math.isfinite(value):  # a huge fraction can round to infinity
-        raise argparse.ArgumentTypeError(
-            f"expected a finite number. Received: {text!r}"
-        )
-    return value
+        return float(Fraction(text.strip()))
+    except (ZeroDivisionError, OverflowError) as error:
+        raise ValueError(f"not a finite number: {text!r}") from error
 
 
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer. Received: {text!r}"
-        ) from error
+def _argument_type(parse: Callable, check: Callable, expected: str, name: str):
+    """An argparse ``type=``: ``parse`` the text, then the core ``check``.
+
+    `tf_reweight.core.checks` decides what is valid and words what it
+    expects; this only turns the text into a value and the refusal into the
+    one-line error that argparse prints after the argument's name.
+    """
+
+    def convert(text: str):
+        try:
+            return check(name, parse(text))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(
+                f"expected {expected}. Received: {text!r}"
+            ) from error
+
+    convert.__name__ = name
+    return convert
 
 
-def _bounded(parse: Callable, accepts: Callable, expected: str, name: str):
-    """An argparse type: ``parse`` the text, then insist on ``accepts``."""
+_EXAMPLES = " such as 0.03, 3e-2 or 8/255"
 
-    def check(text: str):
-        value = parse(text)
-        if not accepts(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}. Received: {text!r}")
-        return value
-
-    check.__name__ = name
-    return check
-
-
-positive_int = _bounded(_integer, lambda v: v > 0, "an integer >= 1", "positive_int")
-non_negative_int = _bounded(
-    _integer, lambda v: v >= 0, "an integer >= 0", "non_negative_int"
+positive_int = _argument_type(
+    int,
+    functools.partial(core_checks.check_int, low=1),
+    core_checks.expected_int(1),
+    "positive_int",
 )
-positive_float = _bounded(
-    _number, lambda v: v > 0, "a finite number > 0", "positive_float"
+non_negative_int = _argument_type(
+    int,
+    functools.partial(core_checks.check_int, low=0),
+    core_checks.expected_int(0),
+    "non_negative_int",
 )
-non_negative_float = _bounded(
-    _number, lambda v: v >= 0, "a finite number >= 0", "non_negative_float"
+positive_float = _argument_type(
+    _number,
+    functools.partial(core_checks.check_number, low=0.0, strict=True),
+    core_checks.expected_number(0.0, strict=True) + _EXAMPLES,
+    "positive_float",
 )
-fraction = _bounded(_number, lambda v: 0 <= v <= 1, "a number in [0, 1]", "fraction")
+non_negative_float = _argument_type(
+    _number,
+    functools.partial(core_checks.check_number, low=0.0),
+    core_checks.expected_number(0.0) + _EXAMPLES,
+    "non_negative_float",
+)
+fraction = _argument_type(
+    _number,
+    functools.partial(core_checks.check_number, low=0.0, high=1.0),
+    core_checks.expected_number(0.0, high=1.0) + _EXAMPLES,
+    "fraction",
+)
 
 
 def target(text: str) -> float | str:
@@ -90,7 +107,12 @@ def target(text: str) -> float | str:
     >>> target("16x"), target("0.9375")
     ('16x', 0.9375)
     """
-    value = text if text.strip().lower().endswith("x") else _number(text)
+    value = text
+    if not text.strip().lower().endswith("x"):
+        try:
+            value = _number(text)
+        except ValueError:
+            pass  # not a number: `parse_target` refuses the text itself
     try:
         budget.parse_target(value)
     except ValueError as error:

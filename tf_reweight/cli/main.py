@@ -4,6 +4,9 @@
 prune it with reweighted group regularization, retrain with masks, evaluate,
 save the `.keras` model, export a sparse int8 `.tflite`, verify it in the
 LiteRT interpreter and write ``report.json``, ``report.md`` and plots.
+The ``robust`` and ``mrs`` subcommands run in `tf_reweight.cli.robust`; the
+steps all of them share are in `tf_reweight.cli.common`. The command is also
+``python -m tf_reweight.cli``.
 """
 
 from __future__ import annotations
@@ -15,119 +18,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tf_reweight.cli import args as cli_args
-from tf_reweight.cli import checks  # noqa: E402
+from tf_reweight.cli import args as cli_args  # noqa: E402
+from tf_reweight.cli import checks, common  # noqa: E402
 from tf_reweight.cli import robust as cli_robust  # noqa: E402
-
-
-def initial_model(args):
-    """The dense model before any training: ``--checkpoint`` or a new ``--model``.
-
-    Seeds Keras with ``--seed`` first. Loads nothing but the checkpoint.
-
-    Args:
-        args: Parsed arguments (``checkpoint``, ``model``, ``dataset``, ``seed``).
-
-    Returns:
-        The loaded checkpoint, or the freshly built model.
-
-    Raises:
-        ValueError: If the checkpoint is not a valid ``.keras`` file or does
-            not take the dataset's images, or the model name is unknown.
-    """
-    import keras
-
-    from tf_reweight.training import data, models
-
-    keras.utils.set_random_seed(args.seed)
-    shape = data.image_shape(args.dataset)
-    if not args.checkpoint:
-        try:
-            return models.get(args.model, input_shape=shape, num_classes=10)
-        except ValueError as error:
-            raise ValueError(f"argument --model: {error}") from error
-    model = checks.load_keras(args.checkpoint, "--checkpoint")
-    inputs = getattr(model, "inputs", None) or []
-    if len(inputs) != 1 or tuple(inputs[0].shape[1:]) != shape:
-        raise ValueError(
-            f"argument --checkpoint: {args.checkpoint} takes inputs "
-            f"{[tuple(i.shape) for i in inputs]}. Expected one input of shape "
-            f"(batch, *{shape}), the images of --dataset {args.dataset}."
-        )
-    return model
-
-
-def check_pruning(model, structure, target, **options) -> None:
-    """Runs `tf_reweight.apply` once on ``model``: structure and target fit it.
-
-    Its warnings (kernels left dense) are shown; a structure that fits no
-    kernel at all is refused.
-
-    Args:
-        model: The dense model the run will prune (left unchanged).
-        structure: ``--structure``.
-        target: ``--target``.
-        **options: Other `tf_reweight.apply` arguments.
-
-    Raises:
-        ValueError: Naming ``--structure`` and ``--target``, if they do not
-            fit the model.
-    """
-    import tf_reweight as tfr
-
-    try:
-        tfr.apply(model, structure, target, **options)
-    except ValueError as error:
-        raise ValueError(
-            f"arguments --structure {structure} --target {target}: {error}"
-        ) from error
-
-
-def load_data(args):
-    """Loads ``--dataset``, keeps the first ``--train-limit`` training images.
-
-    Then seeds Keras with ``--seed`` again, so that training does not depend
-    on the checks that ran before.
-    """
-    import keras
-
-    from tf_reweight.training import data
-
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise ValueError(
-            f"argument --data-dir: no such directory. Expected the directory of "
-            f"the local dataset copies. Received: {args.data_dir}"
-        )
-    train, test = data.load(args.dataset, args.data_dir)
-    if args.train_limit:
-        train = (train[0][: args.train_limit], train[1][: args.train_limit])
-    keras.utils.set_random_seed(args.seed)
-    return train, test
-
-
-def _dense_model(args, train, model=None):
-    """Compiles ``model`` (default `initial_model`); trains it unless loaded."""
-    import keras
-
-    from tf_reweight.training import recipes
-
-    model = initial_model(args) if model is None else model
-    recipes.compile_classifier(model, args.lr)
-    if args.checkpoint:
-        print(f"Loaded dense checkpoint {args.checkpoint}")
-        return model
-    print(
-        f"Pretraining {args.model}: {args.pretrain_epochs} epochs, cosine learning rate"
-    )
-    schedule = recipes.two_phase_lr(0, args.pretrain_epochs, args.lr)
-    model.fit(
-        *train,
-        batch_size=args.batch_size,
-        epochs=args.pretrain_epochs,
-        callbacks=[keras.callbacks.LearningRateScheduler(schedule)],
-        verbose=args.verbose,
-    )
-    return model
 
 
 def _export(plain, out: Path, train, test) -> dict:
@@ -149,7 +42,18 @@ def _export(plain, out: Path, train, test) -> dict:
 
 
 def compress(args) -> dict:
-    """Runs the main job and returns its record."""
+    """Runs ``tf-reweight compress``.
+
+    Args:
+        args: The parsed ``compress`` arguments (`tf_reweight.cli.args.parser`).
+
+    Returns:
+        The run's record, also written to ``report.json`` in ``--out``.
+
+    Raises:
+        ValueError: For an option that does not fit the model or data,
+            before any data are loaded or anything is written.
+    """
     import tf_reweight as tfr
     from tf_reweight.cli import reporting
     from tf_reweight.training import recipes
@@ -161,8 +65,8 @@ def compress(args) -> dict:
     ):
         args.target = cli_args.DEFAULT_TARGET
     out = checks.check_out_dir(args.out)
-    model = initial_model(args)
-    check_pruning(
+    model = common.initial_model(args)
+    common.check_pruning(
         model,
         args.structure,
         args.target,
@@ -173,9 +77,9 @@ def compress(args) -> dict:
         skip_last=args.skip_last,
     )
     start = time.perf_counter()
-    train, test = load_data(args)
+    train, test = common.load_data(args)
     out.mkdir(parents=True, exist_ok=True)
-    dense = _dense_model(args, train, model)
+    dense = common.dense_model(args, train, model)
     dense_accuracy = float(dense.evaluate(*test, verbose=0)[1])
     print(f"Dense test accuracy: {dense_accuracy:.4f}")
     dense.save(out / "dense.keras")

@@ -90,7 +90,7 @@ def _resolve(args) -> None:
 def _check_pruning(args, model) -> None:
     """Checks ``--method``, ``--penalty``, ``--bounded``, ``--structure``,
     ``--target`` and ``--recalibrate-bn`` on the (untrained) dense model."""
-    from tf_reweight.cli.main import check_pruning
+    from tf_reweight.cli.common import check_pruning
     from tf_reweight.pruning import batchnorm
     from tf_reweight.robust import mrpf
     from tf_reweight.training import recipes
@@ -138,7 +138,7 @@ def robust_dense(args, train, out: Path, model=None):
     Returns:
         The compiled dense model.
     """
-    from tf_reweight.cli.main import _dense_model
+    from tf_reweight.cli.common import dense_model as _dense_model
     from tf_reweight.robust.mrpf import adversarial_pretrain
 
     model = _dense_model(args, train, model)
@@ -283,7 +283,7 @@ def robust(args) -> dict:
     """``tf-reweight robust``: returns the record written to ``report.json``."""
     import tf_reweight as tfr
     from tf_reweight.cli import reporting
-    from tf_reweight.cli.main import initial_model, load_data
+    from tf_reweight.cli.common import initial_model, load_data
     from tf_reweight.robust import mrpf
 
     out = checks.check_out_dir(args.out)
@@ -348,7 +348,7 @@ def robust(args) -> dict:
 
 def mrs(args) -> dict:
     """``tf-reweight mrs``: writes ``mrs.json``, ``mrs.png``, ``ratios.json``."""
-    from tf_reweight.cli.main import initial_model, load_data
+    from tf_reweight.cli.common import initial_model, load_data
     from tf_reweight.robust.mrpf import mrs_ratios
     from tf_reweight.robust.sensitivity import module_robustness_sensitivity
 

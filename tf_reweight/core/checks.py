@@ -13,7 +13,27 @@ import numbers
 import numpy as np
 
 
-def _expected(low: float | None, strict: bool) -> str:
+def expected_number(
+    low: float | None = None, strict: bool = False, high: float | None = None
+) -> str:
+    """What `check_number` accepts, in words, for error messages.
+
+    Args:
+        low: The lower bound, or None.
+        strict: Whether the value must exceed ``low``.
+        high: The (inclusive) upper bound, or None.
+
+    Returns:
+        A phrase such as ``"a positive finite number"``.
+
+    Example:
+    >>> expected_number(0.0, strict=True)
+    'a positive finite number'
+    """
+    if high is not None:
+        if low is None:
+            return f"a finite number <= {high:g}"
+        return f"a number in {'(' if strict else '['}{low:g}, {high:g}]"
     if low is None:
         return "a finite number"
     if low == 0:
@@ -21,8 +41,29 @@ def _expected(low: float | None, strict: bool) -> str:
     return f"a finite number {'>' if strict else '>='} {low:g}"
 
 
+def expected_int(low: int = 0) -> str:
+    """What `check_int` accepts, in words, for error messages.
+
+    Args:
+        low: The smallest value allowed.
+
+    Returns:
+        A phrase such as ``"a positive integer"``.
+
+    Example:
+    >>> expected_int(0)
+    'an integer >= 0'
+    """
+    return "a positive integer" if low == 1 else f"an integer >= {low}"
+
+
 def check_number(
-    name: str, value, low: float | None = None, *, strict: bool = False
+    name: str,
+    value,
+    low: float | None = None,
+    *,
+    strict: bool = False,
+    high: float | None = None,
 ) -> float:
     """Returns ``value`` as a float if it is a finite real number above ``low``.
 
@@ -31,13 +72,14 @@ def check_number(
         value: The value to check.
         low: The lower bound, or None.
         strict: Whether ``value`` must exceed ``low`` (else equal is fine).
+        high: The upper bound (``value`` may equal it), or None.
 
     Returns:
         ``float(value)``.
 
     Raises:
         ValueError: For a bool, a string, None, NaN, infinity or a number
-            below the bound.
+            outside the bounds.
 
     Example:
     >>> check_number("eps", 1e-3, 0.0, strict=True)
@@ -47,9 +89,12 @@ def check_number(
     ok = real and math.isfinite(value)
     if ok and low is not None:
         ok = value > low if strict else value >= low
+    if ok and high is not None:
+        ok = value <= high
     if not ok:
         raise ValueError(
-            f"`{name}` must be {_expected(low, strict)}. Received: {name}={value!r}"
+            f"`{name}` must be {expected_number(low, strict, high)}. "
+            f"Received: {name}={value!r}"
         )
     return float(value)
 
@@ -76,8 +121,9 @@ def check_int(name: str, value, low: int = 0) -> int:
         value, (bool, np.bool_)
     )
     if not (integer and value >= low):
-        expected = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+        raise ValueError(
+            f"`{name}` must be {expected_int(low)}. Received: {name}={value!r}"
+        )
     return int(value)
 
 
