@@ -15,6 +15,7 @@ import pytest
 
 import tflite_export.cli
 from tf_reweight.cli import main as cli
+from tf_reweight.core import checks
 from tf_reweight.training import data
 
 L = keras.layers
@@ -66,6 +67,7 @@ def _refused(main, argv, name, capsys):
     assert name in errors[0], errors[0]
     # Refused by checks, not after work: pretraining alone takes minutes.
     assert seconds < 10.0
+    return errors[0]
 
 
 def _path(value, files, tmp_path):
@@ -291,3 +293,31 @@ def test_tflite_export_refuses_bad_arguments(
     before = sorted(p.name for p in tmp_path.iterdir())
     _refused(tflite_export.cli.main, argv, name, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# What a valid number is, and its wording, come from the one validator module.
+WORDING = [
+    ("compress", ["--batch-size", "0"], "--batch-size", checks.expected_int(1)),
+    ("compress", ["--seed", "1.5"], "--seed", checks.expected_int(0)),
+    ("compress", ["--lr", "0"], "--lr", checks.expected_number(0.0, strict=True)),
+    ("compress", ["--penalty", "nan"], "--penalty", checks.expected_number(0.0)),
+    ("robust", ["--eps", "1/0"], "--eps", checks.expected_number(0.0)),
+    (
+        "mrs",
+        ["--probe-ratio", "1.5"],
+        "--probe-ratio",
+        checks.expected_number(0.0, high=1.0),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "command, extra, name, expected", WORDING, ids=[" ".join(w[1]) for w in WORDING]
+)
+def test_numeric_options_are_worded_by_the_core_checks(
+    command, extra, name, expected, tmp_path, no_work, capsys
+):
+    argv = [command, "--out", str(tmp_path / "out"), *extra]
+    line = _refused(cli.main, argv, name, capsys)
+    assert f"expected {expected}" in line, line
+    assert f"Received: {extra[1]!r}" in line, line

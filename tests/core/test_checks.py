@@ -46,3 +46,16 @@ def test_check_choice():
     for bad in ("PGD", 1, None):
         with pytest.raises(ValueError, match=r"one of \['pgd', 'fgsm'\]"):
             checks.check_choice("kind", bad, ("pgd", "fgsm"))
+
+
+def test_check_number_upper_bound_is_inclusive():
+    assert checks.check_number("p", 1.0, 0.0, high=1.0) == 1.0
+    with pytest.raises(ValueError, match=r"`p` must be a number in \[0, 1\]"):
+        checks.check_number("p", 1.5, 0.0, high=1.0)
+
+
+def test_the_wording_of_the_checks_is_public():
+    assert checks.expected_int(1) == "a positive integer"
+    assert checks.expected_number(0.0, strict=True) == "a positive finite number"
+    with pytest.raises(ValueError, match=checks.expected_int(3)):
+        checks.check_int("n", 2, 3)
