@@ -168,6 +168,21 @@ def test_bad_update_arguments_raise():
             ADMMUpdate(**kwargs)
 
 
+def test_bad_update_step_arguments_raise_before_any_change():
+    model, pk = _conv_model("filter", rho=0.5)
+    for kwargs, match in (
+        ({"rho_factor": 0.5}, "rho_factor"),
+        ({"rho_factor": "2"}, "rho_factor"),
+        ({"rho_max": 0.0}, "rho_max"),
+        ({"rho_max": float("nan")}, "rho_max"),
+        ({"dual": "yes"}, "dual"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            admm_update.update(model, **kwargs)
+        np.testing.assert_array_equal(pk.penalty.z.numpy(), 0.0)
+        assert float(pk.penalty.rho.numpy()) == 0.5
+
+
 def test_prune_recipe_runs_admm_and_validates_before_building():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 16)).astype("float32")

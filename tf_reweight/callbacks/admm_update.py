@@ -13,7 +13,7 @@ import math
 import keras
 
 from tf_reweight.callbacks.reweight import Reweight
-from tf_reweight.core.checks import check_number
+from tf_reweight.core.checks import check_bool, check_number
 from tf_reweight.methods.admm import ADMMPenalty
 from tf_reweight.pruning import operations as pruning
 
@@ -27,6 +27,14 @@ def _active(model: keras.Model):
         for pk in w.pruned_kernels
         if isinstance(pk.penalty, ADMMPenalty) and pk.penalty.active
     ]
+
+
+def _check_rho_growth(rho_factor, rho_max) -> tuple[float, float | None]:
+    """Validates the growth of ``rho``: a factor >= 1 (rho never decreases)."""
+    rho_factor = check_number("rho_factor", rho_factor, 1.0)
+    if rho_max is not None:
+        rho_max = check_number("rho_max", rho_max, 0.0, strict=True)
+    return rho_factor, rho_max
 
 
 def update(
@@ -52,6 +60,8 @@ def update(
     >>> update(pruned, dual=False)  # Z = project(W): the usual start
     >>> update(pruned, rho_factor=1.2, rho_max=1.0)  # one ADMM iteration
     """
+    dual = check_bool("dual", dual)
+    rho_factor, rho_max = _check_rho_growth(rho_factor, rho_max)
     active = {id(pk) for _, pk in _active(model)}
     if not active:
         return
@@ -116,11 +126,7 @@ class ADMMUpdate(Reweight):
         rho_max: float | None = None,
     ):
         super().__init__(every, unit)
-        # rho never decreases.
-        self.rho_factor = check_number("rho_factor", rho_factor, 1.0)
-        if rho_max is not None:
-            rho_max = check_number("rho_max", rho_max, 0.0, strict=True)
-        self.rho_max = rho_max
+        self.rho_factor, self.rho_max = _check_rho_growth(rho_factor, rho_max)
 
     def _penalties(self) -> list:
         return [pk.penalty for _, pk in _active(self.model)]
