@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import tf_reweight as tfr
+from tf_reweight import ADMMPenalty, ADMMUpdate
 from tf_reweight.core import backend_support
-from tf_reweight.methods.admm import ADMMPenalty, ADMMUpdate
 
 RNG = np.random.default_rng(0)
 X = RNG.uniform(size=(48, 6)).astype("float32")

@@ -13,8 +13,9 @@ import importlib
 
 import keras
 
-from tf_reweight import callbacks, pruning
+from tf_reweight import admm, callbacks, pruning
 from tf_reweight.callbacks import (
+    ADMMUpdate,
     HardPrune,
     PolynomialSparsity,
     ProgressiveSparsity,
@@ -26,13 +27,11 @@ from tf_reweight.core import backend_support, budget, layouts, structures
 from tf_reweight.core.budget import parse_target
 from tf_reweight.core.constraints import MaskConstraint
 from tf_reweight.core.structures import Structure
-from tf_reweight.methods import admm, regularizers
-from tf_reweight.methods.admm import ADMMPenalty, ADMMUpdate
-from tf_reweight.methods.regularizers import (
-    GroupLassoPenalty,
-    KernelPenalty,
-    ReweightedGroupPenalty,
-)
+from tf_reweight.methods import regularizers
+from tf_reweight.methods.admm import ADMMPenalty
+from tf_reweight.methods.group_lasso import GroupLassoPenalty
+from tf_reweight.methods.penalty import KernelPenalty
+from tf_reweight.methods.reweighted import ReweightedGroupPenalty
 from tf_reweight.pruning import batchnorm
 from tf_reweight.pruning.api import apply, strip
 from tf_reweight.pruning.batchnorm import recalibrate_batchnorm

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import tf_reweight as tfr
+from tf_reweight.callbacks.base import training_step
 
 RNG = np.random.default_rng(0)
 X = RNG.uniform(size=(64, 10)).astype("float32")
@@ -190,3 +191,51 @@ def test_integer_arguments_refuse_bools_floats_and_strings(bad):
     if bad != 0:
         with pytest.raises(ValueError, match="epoch"):
             tfr.HardPrune(epoch=bad)
+
+
+def test_one_scheduled_pruning_continues_its_schedule_across_fit_calls():
+    model = _pruned(target=0.875)
+    schedule = tfr.ProgressiveSparsity((2, 4, 8), steps_per_stage=4)
+    callback = tfr.ScheduledPruning(schedule, frequency=4)
+    config = callback.get_config()
+    with pytest.warns(UserWarning, match="before its end_step 8"):
+        model.fit(X, Y, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
+    assert tfr.report(model).sparsity == pytest.approx(0.75, abs=0.01)
+    assert not any(w.is_pruned for w in tfr.pruning.wrappers(model))
+    model.fit(X, Y, epochs=2, batch_size=16, verbose=0, callbacks=[callback])
+    assert tfr.report(model).sparsity == pytest.approx(0.875, abs=0.01)
+    assert all(w.is_pruned for w in tfr.pruning.wrappers(model))
+    assert callback.get_config() == config
+
+
+def test_one_admm_update_continues_its_rho_schedule_across_fit_calls():
+    inputs = keras.Input((10,))
+    outputs = keras.layers.Dense(3, name="d")(inputs)
+    model = tfr.apply(
+        keras.Model(inputs, outputs), "unstructured", 0.5, method=tfr.ADMMPenalty(0.05)
+    )
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = tfr.ADMMUpdate(every=1, rho_factor=2.0)
+    rho = model.get_layer("d").pruned_kernels[0].penalty.rho
+    histories = [
+        model.fit(X, Y, epochs=1, verbose=0, callbacks=[callback]).history
+        for _ in range(2)
+    ]
+    # The first training begins with a Z-step only; each epoch end grows rho:
+    # two one-epoch fits update exactly as one two-epoch fit would.
+    assert float(keras.ops.convert_to_numpy(rho)) == pytest.approx(0.05 * 2**2)
+    assert all(len(h["admm_residual"]) == 1 for h in histories)
+
+
+def test_training_step_reads_the_optimizer_steps():
+    model = _pruned()
+    assert training_step(model) == 0
+    steps = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(training_step(self.model))
+
+    model.fit(X, Y, epochs=2, batch_size=16, verbose=0, callbacks=[Probe()])
+    assert steps == list(range(1, 9))
+    assert training_step(model) == 8

@@ -54,3 +54,14 @@ def test_config_round_trip_and_errors():
 def test_schedules_refuse_strings_bools_nan_and_inf(build, name):
     with pytest.raises(ValueError, match=name):
         build()
+
+
+def test_schedules_are_pure_functions_of_the_step():
+    for s in [PolynomialSparsity(0.8, 2, 10), ProgressiveSparsity((2, 4, 8), 3)]:
+        state = dict(vars(s))
+        steps = [9, 0, 5, 9, 12, 0]
+        values = [float(s(t)) for t in steps]
+        again = [float(s(t)) for t in reversed(steps)][::-1]
+        assert values == again
+        assert values[0] == values[3] and values[1] == values[5]
+        assert vars(s) == state

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 
 import tf_reweight as tfr
+from tf_reweight.callbacks import admm_update
+from tf_reweight.callbacks.admm_update import ADMMUpdate
 from tf_reweight.core import structures
-from tf_reweight.methods import admm
-from tf_reweight.methods.admm import ADMMPenalty, ADMMUpdate
+from tf_reweight.methods.admm import ADMMPenalty
 
 SHAPE = (3, 3, 4, 8)  # fits every structure: 3x3 patterns, 4 | cin, 2x2 blocks
 
@@ -33,7 +34,7 @@ def test_z_step_keeps_exactly_the_kept_units_of_w_plus_u(name):
     pk.penalty.u.assign(u)
     v = pk.canonical() + u
     keep = struct.keep_for(SHAPE, 0.75)
-    admm.update(model)
+    admm_update.update(model)
     z = keras.ops.convert_to_numpy(pk.penalty.z)
     kept = z != 0
     np.testing.assert_array_equal(kept, struct.project(v, keep) > 0)
@@ -46,7 +47,7 @@ def test_z_step_matches_numpy_top_k_for_unstructured_and_filter():
     for name, axes in (("unstructured", None), ("filter", (0, 1, 2))):
         model, pk = _conv_model(name)
         v = pk.canonical()
-        admm.update(model, dual=False)
+        admm_update.update(model, dual=False)
         z = pk.penalty.z.numpy()
         if axes is None:
             top = np.argsort(-np.abs(v).ravel())[: round(0.25 * v.size)]
@@ -74,14 +75,14 @@ def test_penalty_value_rho_schedule_and_deactivate():
     pk.penalty.set_rho(2.0)  # the scaled dual is rescaled by old / new
     np.testing.assert_allclose(pk.penalty.u.numpy(), u / 4, rtol=1e-6)
     for _ in range(3):
-        admm.update(model, rho_factor=3.0, rho_max=10.0)
+        admm_update.update(model, rho_factor=3.0, rho_max=10.0)
     assert float(pk.penalty.rho.numpy()) == pytest.approx(10.0)
     tfr.hard_prune(model)
     assert float(pk.penalty.rho.numpy()) == 0.0
     assert float(pk.penalty(pk.variable)) == 0.0
-    assert admm.residual(model) is None
+    assert admm_update.residual(model) is None
     before = pk.penalty.z.numpy()
-    admm.update(model)  # pruned layers are left alone
+    admm_update.update(model)  # pruned layers are left alone
     np.testing.assert_array_equal(pk.penalty.z.numpy(), before)
 
 
@@ -89,7 +90,7 @@ def test_refresh_penalties_drives_a_full_admm_step():
     model, pk = _conv_model("filter")
     other, opk = _conv_model("filter")
     tfr.refresh_penalties(model)
-    admm.update(other)
+    admm_update.update(other)
     np.testing.assert_allclose(pk.penalty.z.numpy(), opk.penalty.z.numpy())
     np.testing.assert_allclose(pk.penalty.u.numpy(), opk.penalty.u.numpy())
 
@@ -132,7 +133,7 @@ def test_residual_shrinks_over_updates_and_state_survives_keras_file(tmp_path):
                 getattr(a, name).numpy(), getattr(b, name).numpy()
             )
     assert float(b.rho.numpy()) == pytest.approx(min(0.05 * 2**6, 1.0))
-    assert admm.residual(loaded) == pytest.approx(residuals[-1], rel=1e-5)
+    assert admm_update.residual(loaded) == pytest.approx(residuals[-1], rel=1e-5)
 
 
 def test_configs_round_trip():
@@ -165,6 +166,21 @@ def test_bad_update_arguments_raise():
     ):
         with pytest.raises(ValueError, match=match):
             ADMMUpdate(**kwargs)
+
+
+def test_bad_update_step_arguments_raise_before_any_change():
+    model, pk = _conv_model("filter", rho=0.5)
+    for kwargs, match in (
+        ({"rho_factor": 0.5}, "rho_factor"),
+        ({"rho_factor": "2"}, "rho_factor"),
+        ({"rho_max": 0.0}, "rho_max"),
+        ({"rho_max": float("nan")}, "rho_max"),
+        ({"dual": "yes"}, "dual"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            admm_update.update(model, **kwargs)
+        np.testing.assert_array_equal(pk.penalty.z.numpy(), 0.0)
+        assert float(pk.penalty.rho.numpy()) == 0.5
 
 
 def test_prune_recipe_runs_admm_and_validates_before_building():

@@ -12,10 +12,13 @@ the weights and a scaled dual variable ``U``:
   keeps and zero the rest;
 - *U-step*: ``U = U + W - Z``.
 
-The Z and U steps run every few epochs or steps (`ADMMUpdate`), and ``rho``
-may grow at each of them so that ``W`` is pulled ever closer to ``S``. Then
-`tf_reweight.callbacks.HardPrune` projects ``W`` itself, switches the penalty
-off, and masked retraining follows, exactly as with reweighting.
+The Z and U steps run every few epochs or steps (the callback
+`tf_reweight.ADMMUpdate`, which calls `tf_reweight.admm.update` on the whole
+model), and ``rho`` may grow at each of them so that ``W`` is
+pulled ever closer to ``S``. Then `tf_reweight.callbacks.HardPrune` projects
+``W`` itself, switches the penalty off, and masked retraining follows,
+exactly as with reweighting. This module holds the per-kernel part and
+imports `tf_reweight.core` only.
 
 ``Z``, ``U`` and ``rho`` are non-trainable weights of the
 `tf_reweight.PruningWrapper`, so a `.keras` round trip restores them.
@@ -24,7 +27,8 @@ Example:
 >>> pruned = tf_reweight.apply(model, "unstructured", "100x",
 ...                            method=ADMMPenalty(rho=1e-3))
 >>> pruned.compile("adam", loss, metrics=["accuracy"])
->>> update = ADMMUpdate(every=100, unit="step", rho_factor=1.2, rho_max=1.0)
+>>> update = tf_reweight.ADMMUpdate(every=100, unit="step", rho_factor=1.2,
+...                                 rho_max=1.0)
 >>> pruned.fit(x, y, epochs=8, callbacks=[update, tf_reweight.HardPrune(4)])
 
 References:
@@ -37,16 +41,12 @@ References:
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 
-from tf_reweight.callbacks.pruning_callbacks import Reweight
 from tf_reweight.core.checks import check_number
 from tf_reweight.core.structures import Structure
-from tf_reweight.methods.regularizers import KernelPenalty
-from tf_reweight.pruning import operations as pruning
+from tf_reweight.methods.penalty import KernelPenalty
 
 
 def units_kept(structure: Structure, kept: np.ndarray, shape4) -> int:
@@ -89,8 +89,7 @@ class ADMMPenalty(KernelPenalty):
     Args:
         rho: The initial penalty parameter (> 0). The loss is a mean over
             the batch while this term sums over all weights, so ``rho`` is
-            small: for LeNet-5 on MNIST with Adam 1e-3 and a Z/U step every
-            100 steps, 1e-4 to 3e-3 worked and 1e-3 was best.
+            small; BENCHMARKS.md has the values tuned per model.
 
     Example:
     >>> pruned = tf_reweight.apply(model, "filter", "4x", method=ADMMPenalty(1e-3))
@@ -173,130 +172,3 @@ class ADMMPenalty(KernelPenalty):
 
     def get_config(self):
         return {"rho": self.initial_rho}
-
-
-def _active(model: keras.Model):
-    """``(wrapper, kernel)`` pairs whose ADMM penalty is still on."""
-    return [
-        (w, pk)
-        for w in pruning.require_wrappers(model)
-        if not w.is_pruned
-        for pk in w.pruned_kernels
-        if isinstance(pk.penalty, ADMMPenalty) and pk.penalty.active
-    ]
-
-
-def update(
-    model: keras.Model,
-    dual: bool = True,
-    rho_factor: float = 1.0,
-    rho_max: float | None = None,
-) -> None:
-    """One Z/U step for every active ADMM kernel of a model, then grows ``rho``.
-
-    Keep counts come from `tf_reweight.pruning.allocate` at the current
-    targets, so in the ``"global"`` scope the per-layer budgets are those the
-    hard prune would use now (ranked on ``W``), and each kernel's Z-step
-    keeps its budget's largest units of ``W + U``.
-
-    Args:
-        model: A model from `tf_reweight.apply` with `ADMMPenalty`.
-        dual: Also take the U-step (False: Z-step only, the initialization).
-        rho_factor: Multiply ``rho`` by this after the step (>= 1).
-        rho_max: Upper bound of ``rho`` (None: unbounded).
-
-    Example:
-    >>> update(pruned, dual=False)  # Z = project(W): the usual start
-    >>> update(pruned, rho_factor=1.2, rho_max=1.0)  # one ADMM iteration
-    """
-    active = {id(pk) for _, pk in _active(model)}
-    if not active:
-        return
-    for _, pk, keep in pruning.allocate(model):
-        if id(pk) in active:
-            pk.penalty.update(pk.canonical(), keep, dual=dual)
-            rho = float(keras.ops.convert_to_numpy(pk.penalty.rho)) * rho_factor
-            pk.penalty.set_rho(rho if rho_max is None else min(rho, rho_max))
-
-
-def residual(model: keras.Model) -> float | None:
-    """The relative primal residual ``||W - Z|| / ||W||`` over ADMM kernels.
-
-    Args:
-        model: A model from `tf_reweight.apply` with `ADMMPenalty`.
-
-    Returns:
-        The residual over all kernels whose ADMM penalty is on, or None
-        when there is none (for example after the hard prune).
-
-    Example:
-    >>> residual(pruned)  # 0 when W already satisfies the constraint
-    """
-    parts = [pk.penalty.residual(pk.canonical()) for _, pk in _active(model)]
-    if not parts:
-        return None
-    diff, norm = (sum(values) for values in zip(*parts, strict=True))
-    return math.sqrt(diff / norm) if norm > 0.0 else 0.0
-
-
-@keras.saving.register_keras_serializable(package="tf_reweight")
-class ADMMUpdate(Reweight):
-    """Runs the ADMM Z/U steps during `fit`, with an increasing ``rho``.
-
-    A `Reweight` (same period arguments) whose refresh is ADMM's.
-
-    When training of a model begins for the first time it takes a Z-step
-    (``Z = project(W)``, the projection of the trained weights), so a new
-    model starts well. Then every ``every`` epochs or steps it takes a Z/U
-    step and multiplies ``rho`` by ``rho_factor`` (capped at ``rho_max``).
-    As with `Reweight`, the step of the last update is saved in the model,
-    so a resumed run updates exactly as the uninterrupted one. The relative residual
-    ``||W - Z|| / ||W||`` is written to the epoch logs as ``admm_residual``
-    while ADMM is on. Hard-pruned layers are left alone.
-
-    Args:
-        every: Update period.
-        unit: ``"epoch"`` or ``"step"``.
-        rho_factor: Growth of ``rho`` per update (>= 1; 1 keeps it fixed).
-        rho_max: Upper bound of ``rho`` (> 0), or None.
-
-    Example:
-    >>> update = ADMMUpdate(every=100, unit="step", rho_factor=1.2, rho_max=1.0)
-    >>> model.fit(x, y, epochs=8, callbacks=[update, tf_reweight.HardPrune(4)])
-    """
-
-    def __init__(
-        self,
-        every: int = 1,
-        unit: str = "epoch",
-        rho_factor: float = 1.0,
-        rho_max: float | None = None,
-    ):
-        super().__init__(every, unit)
-        # rho never decreases.
-        self.rho_factor = check_number("rho_factor", rho_factor, 1.0)
-        if rho_max is not None:
-            rho_max = check_number("rho_max", rho_max, 0.0, strict=True)
-        self.rho_max = rho_max
-
-    def _penalties(self) -> list:
-        return [pk.penalty for _, pk in _active(self.model)]
-
-    def _refresh(self, first: bool) -> None:
-        if first:
-            update(self.model, dual=False)
-        else:
-            update(self.model, rho_factor=self.rho_factor, rho_max=self.rho_max)
-
-    def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        value = residual(self.model)
-        if logs is not None and value is not None:
-            logs["admm_residual"] = value
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "rho_factor": self.rho_factor,
-            "rho_max": self.rho_max,
-        }

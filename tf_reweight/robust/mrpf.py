@@ -31,7 +31,7 @@ import time
 
 import keras
 
-from tf_reweight.callbacks.pruning_callbacks import HardPrune, SparsityMonitor
+from tf_reweight.callbacks import HardPrune, SparsityMonitor
 from tf_reweight.core import budget, structures
 from tf_reweight.core.layouts import kernel_layouts
 from tf_reweight.pruning import api, sparsity

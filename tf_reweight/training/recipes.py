@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from tf_reweight.callbacks.pruning_callbacks import HardPrune, Reweight, SparsityMonitor
-from tf_reweight.methods.admm import ADMMPenalty, ADMMUpdate
-from tf_reweight.methods.regularizers import GroupLassoPenalty
+from tf_reweight.callbacks import ADMMUpdate, HardPrune, Reweight, SparsityMonitor
+from tf_reweight.methods.admm import ADMMPenalty
+from tf_reweight.methods.group_lasso import GroupLassoPenalty
 from tf_reweight.pruning import api, batchnorm
 from tf_reweight.pruning.operations import hard_prune
 
@@ -225,7 +225,7 @@ def prune(
       `Reweight`; then the hard prune and masked retraining.
     - ``"admm"``: phase 1 trains with `tf_reweight.methods.admm.ADMMPenalty`
       (``penalty`` is the initial ``rho``), Z/U steps every epoch by
-      `tf_reweight.methods.admm.ADMMUpdate`; then the hard prune and retraining.
+      `tf_reweight.ADMMUpdate`; then the hard prune and retraining.
     - ``"group_lasso"``: phase 1 trains with the static
       `GroupLassoPenalty` (``lambda``); then the hard prune and retraining.
     - ``"magnitude"``: one-shot hard prune of the dense weights at the start,

@@ -1,0 +1,91 @@
+"""The `Reweight` callback: refreshes the reweighting factors during `fit`."""
+
+from __future__ import annotations
+
+import keras
+
+from tf_reweight.callbacks.base import PruningCallback, training_step
+from tf_reweight.core.checks import check_choice, check_int
+from tf_reweight.pruning import operations as pruning
+
+
+@keras.saving.register_keras_serializable(package="tf_reweight")
+class Reweight(PruningCallback):
+    """Refreshes ``alpha_g = 1 / (||W_g|| + eps)`` every few epochs or steps.
+
+    The first refresh of a model happens when its training begins; then one
+    follows every ``every`` epochs (at the end of epochs ``every - 1``,
+    ``2 * every - 1``, ...; pass ``initial_epoch`` when resuming) or every
+    ``every`` optimizer steps. The step of the last refresh is saved in the
+    model, so a run resumed from a checkpoint refreshes exactly as the
+    uninterrupted run, and a refresh a checkpoint missed is made up at the
+    next epoch (or at the start of training). In bounded mode the groups the
+    current target keeps get ``alpha = 0``. Hard-pruned layers are left
+    alone.
+
+    Args:
+        every: Refresh period.
+        unit: ``"epoch"`` or ``"step"``.
+
+    Example:
+    >>> model.fit(x, y, epochs=4, callbacks=[Reweight(every=1)])
+    """
+
+    def __init__(self, every: int = 1, unit: str = "epoch"):
+        super().__init__()
+        self.every = check_int("every", every, low=1)
+        self.unit = check_choice("unit", unit, ("epoch", "step"))
+
+    def _penalties(self) -> list:
+        """The penalties this callback refreshes (of layers not pruned yet)."""
+        return [
+            pk.penalty
+            for w in pruning.require_wrappers(self.model)
+            if not w.is_pruned
+            for pk in w.pruned_kernels
+            if pk.penalty is not None
+        ]
+
+    def _refresh(self, first: bool) -> None:
+        """Refreshes the penalties; ``first`` is the model's first refresh."""
+        del first  # Reweighting's first refresh is like the others.
+        pruning.refresh_penalties(self.model)
+
+    def _maybe_refresh(self, when: str, due: bool = True) -> None:
+        """Refreshes if the model never was, or if ``due`` and not done yet."""
+        penalties = self._penalties()
+        if not penalties:
+            return
+        step = training_step(self.model)
+        last = min(int(keras.ops.convert_to_numpy(p.refreshed_at)) for p in penalties)
+        if last >= 0 and not (due and last < step):
+            return
+        self._check_kernels(when)
+        self._refresh(first=last < 0)
+        for p in penalties:
+            p.refreshed_at.assign(step)
+
+    def on_train_begin(self, logs=None):
+        step = training_step(self.model)
+        due = self.unit == "step" and step % self.every == 0
+        self._maybe_refresh(f"the start of training (step {step})", due)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.unit == "epoch" and epoch % self.every == 0:
+            self._maybe_refresh(f"the start of epoch {epoch}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.unit == "epoch" and (epoch + 1) % self.every == 0:
+            self._maybe_refresh(f"the end of epoch {epoch}")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.unit != "step":
+            return
+        step = training_step(self.model)
+        if step % self.every == 0:
+            self._check_loss(logs, f"step {step}")
+            self._maybe_refresh(f"step {step}")
+
+    def get_config(self):
+        return {"every": self.every, "unit": self.unit}
