@@ -28,11 +28,10 @@ zero filters feed it, they cannot be removed and `Analysis` raises a
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-
 import keras
 import numpy as np
+
+from tf_reweight.core import walker
 
 L = keras.layers
 READERS = (L.Conv1D, L.Conv2D, L.SeparableConv2D, L.Dense)
@@ -74,61 +73,16 @@ _HINT = (
 )
 
 
-@dataclasses.dataclass
-class Node:
-    """One call of a layer or `keras.ops` operation in a model's graph.
-
-    Attributes:
-        op: The layer or operation.
-        inputs: Its input KerasTensors.
-        outputs: Its output KerasTensors.
-        constants: Its non-tensor call arguments (None left out).
-        call: Runs the call on values for `inputs` (same order).
-    """
-
-    op: keras.Operation
-    inputs: list
-    outputs: list
-    constants: list
-    call: Callable
+Node = walker.Call
 
 
 def graph(model: keras.Model) -> list[Node]:
     """The operation calls of a built Sequential/Functional model, inputs first.
 
-    The one place that reads Keras' private graph structure
-    (`_keras_history`, `_inbound_nodes`, `Node.arguments`): public Keras has
-    no API to walk a functional graph together with each call's arguments.
+    See `tf_reweight.core.walker.graph`, which reads who feeds whom (shared
+    layers included) from the model's public config.
     """
-    order, done = [], set()
-    stack = [(tensor, False) for tensor in model.outputs]
-    while stack:
-        tensor, expanded = stack.pop()
-        operation, node_index, _ = tensor._keras_history
-        node = operation._inbound_nodes[node_index]
-        if id(node) in done:
-            continue
-        if not expanded:
-            stack.append((tensor, True))
-            stack.extend((t, False) for t in node.input_tensors)
-            continue
-        done.add(id(node))
-        inputs, arguments = list(node.input_tensors), node.arguments
-
-        def call(values, node=node, inputs=inputs):
-            args, kwargs = node.arguments.fill_in(
-                {id(t): v for t, v in zip(inputs, values, strict=True)}
-            )
-            return node.operation(*args, **kwargs)
-
-        leaves = keras.tree.flatten((arguments.args, arguments.kwargs))
-        constants = [
-            a for a in leaves if a is not None and not isinstance(a, keras.KerasTensor)
-        ]
-        order.append(
-            Node(operation, inputs, list(node.output_tensors), constants, call)
-        )
-    return order
+    return walker.graph(model).calls
 
 
 def pads(layer) -> bool:
@@ -241,14 +195,15 @@ class Analysis:
     """
 
     def __init__(self, model: keras.Model):
-        self.nodes = graph(model)
+        model_graph = walker.graph(model)
+        self.nodes = model_graph.calls
         self.parent: list[int] = []
         self.ids, self.const, self.repeat, self.kind = {}, {}, {}, {}
         self._pinned, self._blocked, self.readers = [], [], []
         self._check_shared()
         for node in self.nodes:
             self._visit(node)
-        self._pinned.extend(self.ids[id(t)] for t in model.outputs)
+        self._pinned.extend(self.ids[id(t)] for t in model_graph.outputs)
         self.removable = self._decide()
 
     def _check_shared(self) -> None:
@@ -405,7 +360,7 @@ class Analysis:
             )
             for c in consts
         ]
-        out = keras.ops.convert_to_numpy(node.call(values)).reshape(-1)
+        out = keras.ops.convert_to_numpy(node(values)).reshape(-1)
         return np.where(known, out[: len(known)], np.nan)
 
     def _decide(self) -> np.ndarray:

@@ -123,3 +123,30 @@ def test_get_parses_and_round_trips():
         structures.get("rows")
     with pytest.raises(ValueError, match="0 < N < M"):
         structures.get("4:4")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Unstructured", "Filter", "Channel", "Column", "Kernel", "Block", "NM", "Pattern"],
+)
+def test_every_structure_keeps_its_import_path_and_registered_name(name):
+    # Old .keras files name the classes "tf_reweight>Name".
+    cls = getattr(structures, name)
+    assert keras.saving.get_registered_name(cls) == f"tf_reweight>{name}"
+    assert keras.saving.get_registered_object(f"tf_reweight>{name}") is cls
+    assert issubclass(cls, structures.Structure)
+
+
+def test_identifier_names_every_structure():
+    names = {
+        "unstructured": "unstructured",
+        "filter": "filter",
+        "channel": "channel",
+        "column": "column",
+        "kernel": "kernel",
+        "pattern": "pattern",
+        "3:8": "3:8",
+        "block:2x8": "block:2x8",
+    }
+    for given, expected in names.items():
+        assert structures.identifier(structures.get(given)) == expected

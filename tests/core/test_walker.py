@@ -64,15 +64,70 @@ def _assert_same_outputs(a, b, x):
     )
 
 
-def test_private_keras_accesses_are_pinned():
+def test_the_one_private_keras_access_is_pinned():
     model = _ops_net()
     assert walker.sublayers(model) == model.layers
-    head, node = walker.producer(model.outputs[0])
-    assert head is model.get_layer("head")
-    assert len(node.input_tensors) == 1
     block = Block()
     block.build((None, 8))
     assert walker.sublayers(block) == [block.up, block.down, block.norm]
+
+
+def _shared_net():
+    """A nested Functional model called three times, a shared Dense, an op node."""
+    inner_in = keras.Input((4,))
+    inner = keras.Model(inner_in, L.ReLU(name="inner_relu")(inner_in), name="inner")
+    inputs = keras.Input((4,), name="x")
+    y = inner(inner(inputs))
+    dense = L.Dense(4, name="dense")
+    return keras.Model(inputs, [y, inner(dense(inputs)), dense(y) + 3.0])
+
+
+def test_graph_gives_every_call_and_who_feeds_it():
+    model = _shared_net()
+    config = model.get_config()
+    g = walker.graph(model)
+    names = [
+        call.op.name if isinstance(call.op, L.Layer) else type(call.op).__name__
+        for call in g.calls
+    ]
+    assert sorted(names) == ["Add", "dense", "dense", "inner", "inner", "inner", "x"]
+    position = {id(call): i for i, call in enumerate(g.calls)}
+    for call in g.calls:
+        for tensor in call.inputs:
+            assert position[id(g.producer(tensor))] < position[id(call)]
+        assert all(t.shape == (None, 4) for t in (*call.inputs, *call.outputs))
+    assert [g.producer(t).op.name for t in g.outputs[:2]] == ["inner", "inner"]
+    # Each output comes from the right call: the second from inner(dense(x)).
+    second = g.producer(g.outputs[1])
+    assert [g.producer(t).op.name for t in second.inputs] == ["dense"]
+    first = g.producer(g.outputs[0])
+    assert [g.producer(t).op.name for t in first.inputs] == ["inner"]
+    add = g.producer(g.outputs[2])
+    assert add.constants == [3.0]
+    x = RNG.normal(size=(2, 4)).astype("float32")
+    hidden = keras.ops.convert_to_numpy(add([x]))
+    np.testing.assert_allclose(hidden, x + 3.0, atol=1e-6)
+    assert model.get_config() == config  # nothing was called or added
+
+
+def test_graph_of_a_sequential_model_and_a_clear_error_otherwise():
+    model = keras.Sequential(
+        [keras.Input((3,)), L.Dense(2, name="a"), L.ReLU(name="b")]
+    )
+    g = walker.graph(model)
+    assert [call.op.name for call in g.calls[1:]] == ["a", "b"]
+    assert isinstance(g.calls[0].op, L.InputLayer)
+    assert g.producer(g.outputs[0]).op is model.get_layer("b")
+    with pytest.raises(ValueError, match="Sequential or Functional"):
+        walker.graph(Subclassed())
+
+
+def test_feeders_open_nested_models():
+    model = _ops_net()
+    feeding = {layer.name: source.name for layer, source in walker.feeders(model)}
+    assert feeding["inner_conv"].startswith("input_layer")
+    assert feeding["head"] == model.layers[-2].name
+    assert "inner" not in feeding
 
 
 def test_ops_nodes_and_nested_models_are_pruned_not_skipped(tmp_path):

@@ -159,12 +159,12 @@ def align_batchnorm(model: keras.Model) -> None:
             dead_by_layer[id(wrapper)] = found
     if not dead_by_layer:
         return
-    for layer in walker.graph_layers(model):
+    for layer, source in walker.feeders(model):
         if not isinstance(layer, keras.layers.BatchNormalization) or not layer.built:
             continue
         if layer.axis not in (-1, len(layer.input.shape) - 1):
             continue
-        found = dead_by_layer.get(id(walker.producer(layer.input)[0]))
+        found = dead_by_layer.get(id(source))
         if found is None or found[0].shape != tuple(layer.moving_mean.shape):
             continue
         dead, value = found
