@@ -17,17 +17,11 @@ import numpy as np
 import tensorflow as tf
 
 import tf_reweight as tfr
+from tflite_export.inputs import random_sample, validate_batch, validate_model
 from tflite_export.shrink import ShrinkReport, shrink_report
 from tflite_export.shrink import shrink as shrink_model
-from tflite_export.verify import (
-    VerifyReport,
-    random_sample,
-    validate_batch,
-    validate_model,
-)
-from tflite_export.verify import (
-    verify as verify_file,
-)
+from tflite_export.verify import VerifyReport
+from tflite_export.verify import verify as verify_file
 
 QUANTIZATIONS = ("none", "dynamic", "int8", "float16")
 
