@@ -13,12 +13,14 @@ one of two ways:
 - ``"ste"`` (quantization-aware training with a straight-through estimator):
   a `QuantizeWrapper` runs the layer with ``fake_quantize(w * mask, bits)`` in
   place of each kernel, while the optimizer keeps updating the float weights
-  ``w``. `finalize` then writes the quantized values into the kernels.
+  ``w``. `finalize` (or `tf_reweight.strip`) then writes the quantized
+  values into the kernels of plain layers.
 
 Either way the mask keeps pruned weights at exactly zero (the quantization
 grid contains zero), the state lives in layer configs and weights, so a
-`.keras` round trip restores it, and `finalize` gives a plain Keras model whose
-kernels lie on the grid, ready for `tflite_export.export`. `quantized_prune` is
+`.keras` round trip restores it, and `finalize` (`tf_reweight.strip` with a
+check that the model is quantized) gives a plain Keras model whose kernels lie
+on the grid, ready for `tflite_export.export`. `quantized_prune` is
 the whole recipe: reweighted pruning, quantization, fine-tuning and a storage
 report.
 
