@@ -34,6 +34,8 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from tf_reweight.core import walker
+
 L = keras.layers
 READERS = (L.Conv1D, L.Conv2D, L.SeparableConv2D, L.Dense)
 _SPATIAL = (
@@ -96,16 +98,16 @@ class Node:
 def graph(model: keras.Model) -> list[Node]:
     """The operation calls of a built Sequential/Functional model, inputs first.
 
-    The one place that reads Keras' private graph structure
-    (`_keras_history`, `_inbound_nodes`, `Node.arguments`): public Keras has
-    no API to walk a functional graph together with each call's arguments.
+    The one place here that reads Keras' private graph structure
+    (`Node.arguments`; a tensor's producing node comes from
+    `tf_reweight.core.walker.producer`): public Keras has no API to walk a
+    functional graph together with each call's arguments.
     """
     order, done = [], set()
     stack = [(tensor, False) for tensor in model.outputs]
     while stack:
         tensor, expanded = stack.pop()
-        operation, node_index, _ = tensor._keras_history
-        node = operation._inbound_nodes[node_index]
+        operation, node = walker.producer(tensor)
         if id(node) in done:
             continue
         if not expanded:
