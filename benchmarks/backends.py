@@ -24,14 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks import records  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -58,13 +61,12 @@ def worker(args) -> None:
     import keras
 
     import tf_reweight as tfr
-    from tf_reweight.training import data, models, recipes
 
-    (x, y), _ = data.load("mnist", args.data_dir)
+    (x, y), _ = tfr.data.load("mnist", args.data_dir)
     x, y = x[: args.train_limit], y[: args.train_limit]
     keras.utils.set_random_seed(args.seed)
-    model = tfr.apply(models.lenet5(), "unstructured", args.target)
-    model = recipes.compile_classifier(model, 1e-3)
+    model = tfr.apply(tfr.models.lenet5(), "unstructured", args.target)
+    model = tfr.recipes.compile_classifier(model, 1e-3)
     # Epoch 0 is the warm-up; the hard prune starts the masked phase.
     prune_epoch = 1 + args.reweight
     callbacks = [tfr.Reweight(), tfr.HardPrune(prune_epoch)]
@@ -109,19 +111,6 @@ def _read(proc: subprocess.Popen, prefix: str) -> dict:
     raise RuntimeError(f"worker exited with code {proc.wait()}")
 
 
-def _versions() -> dict:
-    from importlib import metadata
-
-    names = ("keras", "tensorflow", "jax", "torch", "numpy", "tf-reweight")
-    found = {"python": sys.version.split()[0]}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
-
-
 def measure(args, argv: list[str], command: str, results: Path) -> list[dict]:
     """Interleaved epochs of one worker per backend; appends the records."""
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -148,7 +137,7 @@ def measure(args, argv: list[str], command: str, results: Path) -> list[dict]:
             proc.stdin.close()
             proc.wait()
     reference = backends[0]
-    records = []
+    measured = []
     for phase in PHASES:
         ref = times[reference][phase]
         for b in backends:
@@ -170,18 +159,14 @@ def measure(args, argv: list[str], command: str, results: Path) -> list[dict]:
                     statistics.median(epochs) / statistics.median(ref), 3
                 ),
                 "relative_to": reference,
-                "versions": _versions(),
+                "versions": records.versions(
+                    "keras", "tensorflow", "jax", "torch", "numpy", "tf-reweight"
+                ),
                 "command": command,
             }
-            _append(results, record)
-            records.append(record)
-    return records
-
-
-def _append(path: Path, record: dict) -> None:
-    existing = json.loads(path.read_text()) if path.exists() else []
-    existing.append(record)
-    path.write_text(json.dumps(existing, indent=1) + "\n")
+            records.append(results, record)
+            measured.append(record)
+    return measured
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         worker(args)
         return
-    command = shlex.join(["python", "benchmarks/backends.py", *argv])
+    command = records.command("backends", argv)
     print(command, flush=True)
     results = Path(args.results or HERE / "results" / "backends.json")
     results.parent.mkdir(parents=True, exist_ok=True)

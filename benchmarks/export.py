@@ -49,7 +49,6 @@ import json
 import os
 import platform
 import re
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -63,15 +62,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from ai_edge_litert import schema_py_generated as schema  # noqa: E402
 
 import tf_reweight as tfr  # noqa: E402
-from tf_reweight.quantize import quantization
-from tf_reweight.training import (
-    data,
-    models,
-    recipes,  # noqa: E402
-)
+from benchmarks import records  # noqa: E402
 from tflite_export import (  # noqa: E402
     count_macs,
     evaluate_tflite,
@@ -80,6 +73,7 @@ from tflite_export import (  # noqa: E402
     shrink_report,
     verify,
 )
+from tflite_export.flatbuffer import byte_breakdown  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "export.json"
 METHODS = ("dense", "sparse", "int8", "sparse_int8", "shrunk")
@@ -94,19 +88,6 @@ KEY_FIELDS = (
     "training",
     "test_samples",
 )
-_INDEX_BYTES = {
-    schema.SparseIndexVector.Int32Vector: 4,
-    schema.SparseIndexVector.Uint16Vector: 2,
-    schema.SparseIndexVector.Uint8Vector: 1,
-}
-_TYPE_BYTES = {
-    schema.TensorType.FLOAT32: 4,
-    schema.TensorType.FLOAT16: 2,
-    schema.TensorType.INT32: 4,
-    schema.TensorType.INT64: 8,
-    schema.TensorType.INT8: 1,
-    schema.TensorType.UINT8: 1,
-}
 
 
 def default_cache_dir() -> Path:
@@ -127,103 +108,6 @@ def versions() -> str:
     )
 
 
-def tflite_bytes(path: str | Path) -> dict:
-    """Where the bytes of a `.tflite` file go.
-
-    Args:
-        path: A `.tflite` file.
-
-    Returns:
-        A dict of byte counts: ``weight_bytes`` (constant tensors of rank >= 2:
-        kernels, stored values only when sparse), ``vector_bytes`` (constant
-        tensors of rank < 2: biases and shape constants), ``index_bytes`` (the
-        sparse encoding's segment, index, traversal and block arrays),
-        ``quant_param_bytes`` (float32 scales and int64 zero points of every
-        quantized tensor) and ``other_bytes`` (the rest: operator and tensor
-        tables, names, signatures, metadata, alignment).
-
-    Example:
-    >>> tflite_bytes("model.tflite")["weight_bytes"]  # doctest: +SKIP
-    """
-    raw = Path(path).read_bytes()
-    model = schema.Model.GetRootAs(raw, 0)
-    counts = dict.fromkeys(
-        ("weight_bytes", "vector_bytes", "index_bytes", "quant_param_bytes"), 0
-    )
-    for s in range(model.SubgraphsLength()):
-        subgraph = model.Subgraphs(s)
-        for t in range(subgraph.TensorsLength()):
-            tensor = subgraph.Tensors(t)
-            buffer = model.Buffers(tensor.Buffer())
-            size = buffer.Size() if buffer.Offset() > 1 else buffer.DataLength()
-            kind = "weight_bytes" if tensor.ShapeLength() >= 2 else "vector_bytes"
-            counts[kind] += size
-            quant = tensor.Quantization()
-            if quant is not None:
-                counts["quant_param_bytes"] += (
-                    4 * quant.ScaleLength() + 8 * quant.ZeroPointLength()
-                )
-            counts["index_bytes"] += _sparsity_bytes(tensor.Sparsity())
-    counts["other_bytes"] = len(raw) - sum(counts.values())
-    return counts
-
-
-def _sparsity_bytes(sparsity) -> int:
-    if sparsity is None:
-        return 0
-    total = 4 * (sparsity.TraversalOrderLength() + sparsity.BlockMapLength())
-    for d in range(sparsity.DimMetadataLength()):
-        dim = sparsity.DimMetadata(d)
-        for kind, table in (
-            (dim.ArraySegmentsType(), dim.ArraySegments()),
-            (dim.ArrayIndicesType(), dim.ArrayIndices()),
-        ):
-            if kind in _INDEX_BYTES and table is not None:
-                vector = _index_vector(kind)()
-                vector.Init(table.Bytes, table.Pos)
-                total += _INDEX_BYTES[kind] * vector.ValuesLength()
-    return total
-
-
-def _index_vector(kind):
-    return {
-        schema.SparseIndexVector.Int32Vector: schema.Int32Vector,
-        schema.SparseIndexVector.Uint16Vector: schema.Uint16Vector,
-        schema.SparseIndexVector.Uint8Vector: schema.Uint8Vector,
-    }[kind]
-
-
-class Results:
-    """The JSON list of records, appended to and rewritten after each record.
-
-    Args:
-        path: The results file; created (with its folder) when missing.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.records = json.loads(self.path.read_text()) if self.path.is_file() else []
-        if not isinstance(self.records, list):
-            raise ValueError(
-                f"Expected a JSON list of records in {self.path}. Received: "
-                f"{type(self.records).__name__}"
-            )
-
-    @staticmethod
-    def key(record: dict) -> tuple:
-        return tuple(record.get(field) for field in KEY_FIELDS)
-
-    def has(self, key: tuple) -> bool:
-        return any(self.key(r) == key for r in self.records)
-
-    def add(self, record: dict) -> None:
-        self.records.append(record)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.records, indent=1) + "\n")
-        tmp.replace(self.path)
-
-
 @dataclass
 class Trained:
     """A trained Keras model with what its training cost."""
@@ -240,7 +124,7 @@ class Bench:
         self.args = args
         self.command = command
         self.cache = Path(args.cache_dir).expanduser()
-        self.results = Results(args.results)
+        self.results = records.Store(args.results, KEY_FIELDS)
         self.versions = versions()
         self._data: dict[str, tuple] = {}
         self.measured: list[dict] = []
@@ -250,7 +134,7 @@ class Bench:
     def data(self, name: str):
         """``((x_train, y_train), (x_test, y_test))``, cut to the limits."""
         if name not in self._data:
-            (x, y), (xt, yt) = data.load(name, self.args.data_dir)
+            (x, y), (xt, yt) = tfr.data.load(name, self.args.data_dir)
             n, nt = self.args.train_limit, self.args.test_limit
             self._data[name] = ((x[:n], y[:n]), (xt[:nt], yt[:nt]))
         return self._data[name]
@@ -285,10 +169,10 @@ class Bench:
         def train():
             train_data, test = self.data(dataset)
             keras.utils.set_random_seed(a.seed)
-            model = models.get(
+            model = tfr.models.get(
                 model_name, input_shape=train_data[0].shape[1:], num_classes=10
             )
-            recipes.compile_classifier(model, a.lr)
+            tfr.recipes.compile_classifier(model, a.lr)
             start = time.perf_counter()
             if epochs:
                 model.fit(
@@ -326,7 +210,7 @@ class Bench:
         def train():
             train_data, test = self.data(dataset)
             keras.utils.set_random_seed(a.seed)
-            result = recipes.reweighted_prune(
+            result = tfr.recipes.reweighted_prune(
                 dense.model,
                 train_data,
                 structure=_per_layer(structure),
@@ -382,7 +266,7 @@ class Bench:
         }
         tag = f"{method}_{quantization_mode}_{'sparse' if sparse else 'dense'}"
         path = self.cache / "tflite" / f"{trained.name}__{tag}.tflite"
-        recorded = self.results.has(Results.key(record))
+        recorded = self.results.has(record)
         if recorded and path.is_file():
             print(f"[skip] {_describe(record)}", flush=True)
             return path
@@ -411,20 +295,21 @@ class Bench:
         )
         accuracy = evaluate_tflite(str(path), x_test, y_test)
         plain = shrink(trained.model) if do_shrink else trained.model
+        kernels = tfr.report(trained.model)
         record.update(
             {
                 "accuracy": accuracy,
                 "keras_accuracy": trained.meta["keras_accuracy"],
                 "epochs": trained.meta["epochs"],
                 "seconds": trained.meta["seconds"],
-                "nonzeros": _nonzeros(trained.model),
-                "kernel_weights": _kernel_weights(trained.model),
+                "nonzeros": sum(r.nonzeros for r in kernels.rows),
+                "kernel_weights": sum(r.weights for r in kernels.rows),
                 "rate": trained.meta.get("rate", 1.0),
                 "model_rate": trained.meta.get("model_rate", 1.0),
                 "file_bytes": exported.file_bytes,
                 "file_compression": None,
-                **tflite_bytes(path),
-                "ideal_compression_8bit": quantization.compression_report(
+                **byte_breakdown(path),
+                "ideal_compression_8bit": tfr.quantization.compression_report(
                     plain, bits=8
                 )["compression"],
                 "argmax_agreement": check.argmax_agreement,
@@ -589,18 +474,6 @@ def _slug(text: str) -> str:
 def _accuracy(model: keras.Model, test) -> float:
     logits = model.predict(test[0], batch_size=256, verbose=0)
     return float(np.mean(np.argmax(logits, -1) == test[1]))
-
-
-def _kernels(model: keras.Model) -> list[np.ndarray]:
-    return [keras.ops.convert_to_numpy(v) for v in model.weights if v.name == "kernel"]
-
-
-def _nonzeros(model: keras.Model) -> int:
-    return int(sum(np.count_nonzero(k) for k in _kernels(model)))
-
-
-def _kernel_weights(model: keras.Model) -> int:
-    return int(sum(k.size for k in _kernels(model)))
 
 
 def _first_line(text: str | None) -> str | None:
@@ -783,7 +656,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Runs the benchmark; returns the records measured in this run."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    command = shlex.join(["python", "-m", "benchmarks.export", *argv])
+    command = records.command("export", argv, module=True)
     print(f"$ {command}\n{versions()}", flush=True)
     bench = Bench(args, command)
     if args.part in ("lenet", "all"):

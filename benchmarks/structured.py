@@ -45,19 +45,20 @@ table. Run (data from ``TF_REWEIGHT_DATA_DIR``):
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tf_reweight as tfr  # noqa: E402
+from benchmarks import records  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 STRUCTURES = ("unstructured", "filter", "block:4x4")
@@ -213,22 +214,6 @@ def pruned_run(args, dataset, data, dense, structure, max_prune) -> dict:
     return facts
 
 
-def record_key(record: dict) -> tuple:
-    return tuple(json.dumps(record.get(k)) for k in KEY_FIELDS)
-
-
-def _load(path: Path) -> list[dict]:
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
-def _append(path: Path, record: dict) -> None:
-    records = _load(path) + [record]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(records, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default="mnist,cifar10")
@@ -292,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     args.target = tfr.parse_target(args.target)
-    command = shlex.join(["python", "benchmarks/structured.py", *argv])
-    results = Path(args.results)
-    done = {record_key(r) for r in _load(results)}
+    command = records.command("structured", argv)
+    store = records.Store(args.results, KEY_FIELDS)
+    done = store.keys()
     structures = [s for s in args.structures.split(",") if s]
     for dataset in args.datasets.split(","):
         data = _slices(args, dataset)
@@ -323,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         for structure, target, floor in jobs:
             record = {**base, "structure": structure, "target": target}
             record["max_prune"] = floor
-            if record_key(record) in done:
+            if store.key(record) in done:
                 continue
             if dense is None:
                 dense, dense_facts = dense_model(args, dataset, data)
@@ -332,12 +317,11 @@ def main(argv: list[str] | None = None) -> int:
                 if structure == "dense"
                 else pruned_run(args, dataset, data, dense, structure, floor)
             )
-            record.update(facts, command=command, keras=keras.__version__)
-            record["backend"] = keras.backend.backend()
-            _append(results, record)
-            done.add(record_key(record))
+            record.update(facts, command=command, **records.stamp())
+            store.add(record)
+            done.add(store.key(record))
             print(table([record]).splitlines()[-1], flush=True)
-    print(table(_load(results)))
+    print(table(store.records()))
     print(f"Reproduce: {command}")
     return 0
 

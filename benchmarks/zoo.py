@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -65,6 +63,7 @@ import numpy as np  # noqa: E402
 
 import tf_reweight as tfr  # noqa: E402
 import tflite_export  # noqa: E402
+from benchmarks import records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "zoo.json"
@@ -390,51 +389,19 @@ def measure(
 
 
 # -- records ------------------------------------------------------------------------
-def load_records(path: Path) -> list[dict]:
-    """The records of a results file (an empty list if it does not exist)."""
-    return json.loads(path.read_text()) if path.exists() else []
+KEY_FIELDS = ("backend", "model", "structure")
 
 
-def _key(record: dict) -> tuple:
-    return record["backend"], record["model"], record["structure"]
-
-
-def append_record(path: Path, record: dict) -> None:
-    """Adds a record to the results file, replacing one of the same cell."""
-    records = [r for r in load_records(path) if _key(r) != _key(record)]
-    records.append(record)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(records, indent=1) + "\n")
-    tmp.replace(path)
-
-
-def _commit() -> str | None:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "tf_reweight", "tflite_export"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
+def store(path: Path) -> records.Store:
+    """The results file, one record per (backend, model, structure) cell."""
+    return records.Store(path, KEY_FIELDS)
 
 
 def _command(backend: str, model: str, structure: str, quantization: str) -> str:
     argv = ["--backends", backend, "--models", model, "--structures", structure]
     if quantization != "none":
         argv += ["--quantization", quantization]
-    return shlex.join(["python", "-m", "benchmarks.zoo", *argv, "--force"])
+    return records.command("zoo", [*argv, "--force"], module=True)
 
 
 def _record(model_name: str, structure: str, quantization: str, **fields) -> dict:
@@ -445,9 +412,7 @@ def _record(model_name: str, structure: str, quantization: str, **fields) -> dic
         "structure": structure,
         "target": None if structure == "2:4" else TARGET,
         **fields,
-        "tf_reweight": tfr.__version__,
-        "commit": _commit(),
-        "keras": keras.__version__,
+        **records.stamp(),
         "command": _command(backend, model_name, structure, quantization),
     }
 
@@ -461,11 +426,11 @@ def run_worker(
         model = build(model_name)
     except Exception as exc:  # noqa: BLE001
         for structure in structures:
-            append_record(
-                path,
+            store(path).add(
                 _record(
                     model_name, structure, quantization, error=f"build: {_error(exc)}"
                 ),
+                replace=True,
             )
         return
     for structure in structures:
@@ -481,7 +446,7 @@ def run_worker(
             partial=bool(skip),
             seconds=round(time.perf_counter() - start, 1),
         )
-        append_record(path, record)
+        store(path).add(record, replace=True)
         print(
             f"{record['backend']} {model_name} {structure}: {cell_code(record)}",
             flush=True,
@@ -504,14 +469,14 @@ def _spawn(backend, model_name, structures, path, quantization, timeout, skip):
         failure, tail = f"timed out after {timeout} s", []
     if failure is None:
         return
-    present = {_key(r) for r in load_records(path)}
+    present = store(path).keys()
     message = f"worker {failure}" + (f": {tail[0][:240]}" if tail else "")
     print(f"{backend} {model_name}: {message}", flush=True)
     for structure in structures:
         if (backend, model_name, structure) not in present:
             record = {"backend": backend, "model": model_name, "structure": structure}
-            record.update(error=message, commit=_commit())
-            append_record(path, record)
+            record.update(error=message, commit=records.commit())
+            store(path).add(record, replace=True)
 
 
 # -- table ------------------------------------------------------------------------
@@ -620,20 +585,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     backends = _names(args.backends, BACKENDS, "--backends")
     skip = _names(args.skip, CHECKS[1:], "--skip") if args.skip else []
     if args.table:
-        print(table(load_records(args.results)))
-        return load_records(args.results)
+        print(table(records.load(args.results)))
+        return records.load(args.results)
     if args.worker:
         run_worker(models[0], structures, args.results, args.quantization, skip)
-        return load_records(args.results)
-    print(
-        "python -m benchmarks.zoo "
-        + shlex.join(argv if argv is not None else sys.argv[1:])
-    )
+        return records.load(args.results)
+    print(records.command("zoo", argv if argv is not None else sys.argv[1:], True))
     for backend in backends:
         for model_name in models:
-            records = load_records(args.results)
             # A partial cell (run with --skip) is done only for runs that skip too.
-            done = {_key(r) for r in records if skip or not r.get("partial")}
+            done = store(args.results).keys(lambda r: skip or not r.get("partial"))
             todo = [
                 s
                 for s in structures
@@ -649,7 +610,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     args.timeout,
                     skip,
                 )
-    return load_records(args.results)
+    return records.load(args.results)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import numpy as np
 
 from tf_reweight.cli.checks import fraction, load_keras, positive_int
 from tflite_export.convert import QUANTIZATIONS, check_output_path, export
-from tflite_export.verify import random_sample, verify
+from tflite_export.inputs import random_sample
+from tflite_export.verify import verify
 
 
 def _parser() -> argparse.ArgumentParser:

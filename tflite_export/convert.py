@@ -16,17 +16,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import tf_reweight as tfr
+from tflite_export.inputs import random_sample, validate_batch, validate_model
 from tflite_export.shrink import ShrinkReport, shrink_report
 from tflite_export.shrink import shrink as shrink_model
-from tflite_export.verify import (
-    VerifyReport,
-    random_sample,
-    validate_batch,
-    validate_model,
-)
-from tflite_export.verify import (
-    verify as verify_file,
-)
+from tflite_export.verify import VerifyReport
+from tflite_export.verify import verify as verify_file
 
 QUANTIZATIONS = ("none", "dynamic", "int8", "float16")
 
@@ -72,14 +67,6 @@ class ExportReport:
         if self.verification is not None:
             lines.append(str(self.verification))
         return "\n".join(lines)
-
-
-def _strip(model: keras.Model) -> keras.Model:
-    """A plain copy: pruning wrappers removed, quantized kernels on their grid."""
-    from tf_reweight import strip
-    from tf_reweight.quantize import qat
-
-    return qat.finalize(model) if qat.quantized_layers(model) else strip(model)
 
 
 def _calibration_batch(batch, model) -> np.ndarray:
@@ -202,8 +189,9 @@ def export(
 ) -> ExportReport:
     """Converts a Keras model to a `.tflite` file and checks the result.
 
-    The model is first stripped of tf_reweight pruning wrappers (zeros kept),
-    optionally shrunk (zero filters removed, see `shrink`), exported as a
+    The model is first stripped with `tf_reweight.strip` (pruning and
+    quantization wrappers removed, zeros kept, quantized kernels on their
+    grid), optionally shrunk (zero filters removed, see `shrink`), exported as a
     SavedModel and converted with `tf.lite.TFLiteConverter.from_saved_model`.
 
     Quantization modes:
@@ -242,7 +230,7 @@ def export(
     ```
     """
     _check_arguments(model, path, quantization, representative_data, sample)
-    converted = _strip(model)
+    converted = tfr.strip(model)
     shrink_summary = None
     if shrink:
         stripped, converted = converted, shrink_model(converted)

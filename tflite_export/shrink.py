@@ -18,7 +18,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from tf_reweight.pruning.operations import wrappers
+import tf_reweight as tfr
 from tflite_export.shrink_graph import (
     Analysis,
     Node,
@@ -222,7 +222,7 @@ def shrink(model: keras.Model) -> keras.Model:
     ```
     """
     _check_built(model)
-    if wrappers(model):
+    if tfr.pruning.wrappers(model):
         raise ValueError(
             "The model still has pruning wrappers. Expected a plain model: call "
             "`tf_reweight.strip` first (`tflite_export.export` does). Received: "

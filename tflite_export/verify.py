@@ -22,14 +22,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-_WEIGHT_TYPES = {
-    schema.TensorType.FLOAT32: np.float32,
-    schema.TensorType.FLOAT16: np.float16,
-    schema.TensorType.INT8: np.int8,
-}
+from tflite_export.flatbuffer import count_zero_weights
+from tflite_export.inputs import validate_batch, validate_model
 
 
 @dataclasses.dataclass
@@ -204,162 +200,6 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
         return y.astype(np.float32)
     scale, zero_point = detail["quantization"]
     return (y.astype(np.float32) - zero_point) * scale
-
-
-def count_zero_weights(tflite_path: str) -> tuple[int, int, int]:
-    """Counts the zeros that survive in the weight tensors of a flatbuffer.
-
-    A weight tensor is a constant tensor (one backed by a data buffer) of rank
-    >= 2 stored as float32, float16 or int8; rank-1 constants (biases, shapes)
-    are not counted. Elements are counted at the tensor's dense shape. For an
-    int8 tensor a zero is a stored value of 0: the TFLite quantization spec
-    fixes the zero point of weights at 0, so this is exactly a real 0.0. A
-    tensor in the sparse encoding stores every non-zero value (plus the zeros
-    inside kept blocks), so its zeros are its dense size minus its stored
-    non-zero values.
-
-    Args:
-        tflite_path: Path of a `.tflite` file.
-
-    Returns:
-        `(weight_count, zero_weights, sparse_tensors)`.
-
-    Example:
-
-    ```python
-    total, zeros, sparse = count_zero_weights("model.tflite")
-    print(f"{zeros / total:.1%} zeros, {sparse} sparse tensors")
-    ```
-    """
-    raw = Path(tflite_path).read_bytes()
-    model = schema.Model.GetRootAs(raw, 0)
-    total = zeros = sparse = 0
-    for s in range(model.SubgraphsLength()):
-        subgraph = model.Subgraphs(s)
-        for t in range(subgraph.TensorsLength()):
-            tensor = subgraph.Tensors(t)
-            values = _buffer_values(raw, model.Buffers(tensor.Buffer()), tensor)
-            if values is None or tensor.ShapeLength() < 2:
-                continue
-            dense_size = int(np.prod(tensor.ShapeAsNumpy()))
-            total += dense_size
-            zeros += dense_size - int(np.count_nonzero(values))
-            sparse += tensor.Sparsity() is not None
-    return total, zeros, sparse
-
-
-def _buffer_values(raw: bytes, buffer, tensor) -> np.ndarray | None:
-    dtype = _WEIGHT_TYPES.get(tensor.Type())
-    if dtype is None:
-        return None
-    if buffer.Offset() > 1:
-        data = raw[buffer.Offset() : buffer.Offset() + buffer.Size()]
-    elif buffer.DataLength():
-        data = buffer.DataAsNumpy().tobytes()
-    else:
-        return None
-    return np.frombuffer(data, dtype)
-
-
-def random_sample(model: keras.Model, num_samples: int, seed: int = 0) -> np.ndarray:
-    """Draws a uniform [0, 1) batch shaped like the model's single input.
-
-    Args:
-        model: A built Keras model with one input of known non-batch shape.
-        num_samples: Batch size of the returned array.
-        seed: Seed of the NumPy generator.
-
-    Returns:
-        A float32 array of shape `(num_samples, *input_shape)`.
-
-    Example:
-
-    ```python
-    x = random_sample(model, 8)
-    ```
-    """
-    validate_model(model)
-    shape = tuple(model.inputs[0].shape[1:])
-    if None in shape:
-        raise ValueError(
-            "Cannot draw a random sample for an input with unknown dimensions; "
-            f"pass a sample instead. Received: input shape {(None, *shape)}"
-        )
-    rng = np.random.default_rng(seed)
-    return rng.random((num_samples, *shape), dtype=np.float32)
-
-
-def validate_model(model: keras.Model) -> None:
-    """Checks that `model` is a built Keras model with one input and output.
-
-    Args:
-        model: The object to check.
-
-    Raises:
-        ValueError: If it is not.
-
-    Example:
-
-    ```python
-    validate_model(model)
-    ```
-    """
-    if not isinstance(model, keras.Model) or not model.built or not model.inputs:
-        raise ValueError(
-            "Expected a built Keras model with known inputs (call it on data or "
-            f"build it from an `Input`). Received: model={model!r}"
-        )
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(
-            "Expected a model with one input and one output. Received: "
-            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs"
-        )
-
-
-def validate_batch(x, name: str, model: keras.Model | None = None) -> np.ndarray:
-    """Checks that `x` is a non-empty batch, shaped like `model`'s input if given.
-
-    Args:
-        x: Array-like batch of inputs.
-        name: Argument name used in the error message.
-        model: Optional model whose input shape `x` must match.
-
-    Returns:
-        `x` as a float32 array.
-
-    Raises:
-        ValueError: If `x` is empty, holds NaN or inf, or does not fit the
-            model's input.
-
-    Example:
-
-    ```python
-    x = validate_batch(x, "sample", model)
-    ```
-    """
-    x = np.asarray(x)
-    if x.ndim < 1 or len(x) == 0:
-        raise ValueError(
-            f"Expected `{name}` to be a non-empty batch of inputs. "
-            f"Received: {name} with shape {x.shape}"
-        )
-    if np.issubdtype(x.dtype, np.number) and not np.all(np.isfinite(x)):
-        bad = int(np.count_nonzero(~np.isfinite(x)))
-        raise ValueError(
-            f"Expected `{name}` to hold finite values. Received: {name} with "
-            f"{bad} NaN or inf values of {x.size}"
-        )
-    if model is not None:
-        expected = tuple(model.inputs[0].shape[1:])
-        fits = len(expected) == x.ndim - 1 and all(
-            e is None or e == d for e, d in zip(expected, x.shape[1:], strict=True)
-        )
-        if not fits:
-            raise ValueError(
-                f"Expected `{name}` of shape (batch, *{expected}). "
-                f"Received: {name} with shape {x.shape}"
-            )
-    return x.astype(np.float32)
 
 
 def _check_outputs(outputs: np.ndarray, source: str) -> None:

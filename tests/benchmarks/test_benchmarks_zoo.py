@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks import zoo
+from benchmarks import records, zoo
 
 STATUSES = {"pass", "fail", "error", "skip", "n/a"}
 CELL = ["--backends", "tensorflow", "--models", zoo.TRANSFORMER]
@@ -93,8 +93,8 @@ def test_partial_cells_count_as_done_only_for_skipping_runs(tmp_path, monkeypatc
     checks = {c: {"status": "pass"} for c in zoo.CHECKS}
     checks["fit"] = {"status": "skip", "reason": "not run (--skip)"}
     record = {"backend": "tensorflow", "model": zoo.TRANSFORMER, "checks": checks}
-    zoo.append_record(path, {**record, "structure": "filter", "partial": True})
-    assert zoo.cell_code(zoo.load_records(path)[0]) == "7/7*"
+    zoo.store(path).add({**record, "structure": "filter", "partial": True})
+    assert zoo.cell_code(records.load(path)[0]) == "7/7*"
     calls = []
     monkeypatch.setattr(zoo, "_spawn", lambda *args: calls.append(args[2]))
     argv = [*CELL, "--structures", "filter", "--results", str(path)]

@@ -286,3 +286,37 @@ def test_mnist_90_percent_pruned_4_bits(mnist, method):
     assert "4-bit" in result.summary() and f"{report['compression']:.1f}x" in (
         result.summary()
     )
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_strip_is_finalize(pruned, data, method):
+    """`tfr.strip` of a quantized pruned model: plain layers, pruned kernels on grid."""
+    mask = masks(pruned)
+    model = fit(qat.quantize_model(pruned, 3, method), data, epochs=1)
+    plain = tfr.strip(model)
+    assert all(
+        not isinstance(layer, (tfr.PruningWrapper, qat.QuantizeWrapper))
+        for layer in plain.layers
+    )
+    final = kernels(plain)
+    for name, kernel in kernels(qat.finalize(model)).items():
+        np.testing.assert_array_equal(final[name], kernel)
+    for name, kernel in final.items():
+        assert distinct_per_channel(kernel) <= 2**3 - 1
+        if name in mask:
+            assert np.all(kernel[mask[name] == 0] == 0)
+    np.testing.assert_allclose(
+        plain.predict(data[0], verbose=0), model.predict(data[0], verbose=0), atol=1e-5
+    )
+
+
+def test_quantized_layers_opens_nested_models(pruned):
+    quantized = qat.quantize_model(pruned, 4, "ste")
+    inputs = keras.Input((8, 8, 2))
+    outer = keras.Model(inputs, quantized(inputs))
+    assert [layer.name for layer in qat.quantized_layers(outer)] == [
+        "conv",
+        "fc",
+        "out",
+    ]
+    assert qat.quantized_layers(keras.layers.Dense(2)) == []

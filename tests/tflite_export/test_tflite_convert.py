@@ -174,7 +174,7 @@ def test_a_bad_output_path_is_refused_before_converting(
     def forbidden(model):
         raise AssertionError("the output path must be checked before converting")
 
-    monkeypatch.setattr("tflite_export.convert._strip", forbidden)
+    monkeypatch.setattr("tf_reweight.strip", forbidden)
     with pytest.raises(ValueError, match=message):
         export(_small_model(), where.format(tmp=tmp_path))
 

@@ -404,3 +404,23 @@ def test_zero_filters_of_a_layer_it_cannot_follow_are_refused_by_name():
     _zero_filters(model.get_layer("grouped"), [1])
     with pytest.raises(ValueError, match="'grouped' of type Conv2D .*groups=1.*zero"):
         shrink(model)
+
+
+def test_graph_gives_each_call_in_order_and_reruns_it():
+    """`shrink_graph.graph` is the walker's graph: calls in order, rerunnable."""
+    from tflite_export.shrink_graph import graph
+
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3, name="fc")(inputs)
+    outputs = keras.ops.add(hidden, 2.0)
+    model = keras.Model(inputs, outputs)
+    nodes = graph(model)
+    assert [getattr(n.op, "name", None) for n in nodes][-2:-1] == ["fc"]
+    assert nodes[-1].constants == [2.0]
+    x = np.ones((2, 4), "float32")
+    fc_out = nodes[-2]([x])
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(nodes[-1]([fc_out])),
+        keras.ops.convert_to_numpy(model(x)),
+        atol=1e-6,
+    )

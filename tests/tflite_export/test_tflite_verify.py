@@ -6,7 +6,7 @@ import pytest
 
 from tflite_export import evaluate_tflite, export, verify
 from tflite_export.cli import main
-from tflite_export.verify import count_zero_weights
+from tflite_export.flatbuffer import count_zero_weights
 
 L = keras.layers
 

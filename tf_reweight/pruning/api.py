@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import keras
 
-from tf_reweight.core import backend_support, budget, structures, walker
+from tf_reweight.core import budget, structures, walker
 from tf_reweight.core.checks import check_bool
 from tf_reweight.core.layouts import SUPPORTED_LAYERS, unsupported_reason
 from tf_reweight.methods.regularizers import KernelPenalty, ReweightedGroupPenalty
@@ -348,32 +348,42 @@ def _clone(model, wrap, source_of):
 def strip(model: keras.Model) -> keras.Model:
     """Returns a plain Keras copy of a pruned model: zeros kept, no wrappers.
 
-    Masks are applied to the kernels one last time, so the result holds
-    exactly the pruned weights; penalties and constraints are gone. On a model
-    without wrappers this returns a plain copy.
+    Every layer that strips itself (a `PruningWrapper`, a
+    `tf_reweight.QuantizeWrapper`: any layer with the methods
+    ``stripped_layer()`` and ``stripped_kernels()``) is replaced by the plain
+    layer it names, and that layer's kernels get the final values the wrapper
+    gives: masked one last time, so the result holds exactly the pruned
+    weights, and on the quantization grid for a quantized model. Penalties and
+    masks are gone. On a model without wrappers this returns a plain copy.
 
     Args:
-        model: A model returned by `apply` (or loaded from its `.keras` file).
+        model: A model returned by `apply` or `tf_reweight.quantize_model`
+            (or loaded from its `.keras` file).
 
     Returns:
         A new Sequential or Functional model with the original layer types.
+
+    Example:
+    >>> plain = tf_reweight.strip(pruned)
+    >>> plain.save("pruned.keras")
     """
     check_model(model)
-    wrapped = []
+    stripped = []
+
+    def strips_itself(layer) -> bool:
+        return hasattr(layer, "stripped_layer") and hasattr(layer, "stripped_kernels")
 
     def wrap(layer, new):
-        if isinstance(layer, PruningWrapper):
-            wrapped.append((layer, new))
+        if strips_itself(layer):
+            stripped.append((layer, new))
         return new
 
     plain = _clone(
         model,
         wrap,
-        lambda layer: layer.layer if isinstance(layer, PruningWrapper) else layer,
+        lambda layer: layer.stripped_layer() if strips_itself(layer) else layer,
     )
-    for wrapper, new in wrapped:
-        for pk in wrapper.pruned_kernels:
-            walker.kernel_variable(new, pk.layout.attr).assign(
-                backend_support.masked_value(pk)
-            )
+    for wrapper, new in stripped:
+        for key, value in wrapper.stripped_kernels().items():
+            walker.kernel_variable(new, key).assign(value)
     return plain

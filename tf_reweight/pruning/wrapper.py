@@ -204,6 +204,30 @@ class PruningWrapper(keras.layers.Wrapper):
         """Whether the final hard prune has happened."""
         return bool(keras.ops.convert_to_numpy(self.pruned) > 0.5)
 
+    def stripped_layer(self) -> keras.layers.Layer:
+        """The plain layer `tf_reweight.strip` puts in this wrapper's place."""
+        return self.layer
+
+    def stripped_kernels(self) -> dict[str, np.ndarray]:
+        """``{kernel key: final value}`` that `tf_reweight.strip` stores.
+
+        Each pruned kernel is masked one last time (exact zeros), and a
+        constraint chained after the mask (such as the projection of
+        `tf_reweight.QuantizeConstraint`) is applied once more to the masked
+        kernel.
+        """
+        values = {}
+        for pk in self.pruned_kernels:
+            value = backend_support.masked_value(pk)
+            then = getattr(pk.variable.constraint, "then", None)
+            if then is not None:
+                value = backend_support.masked(
+                    keras.ops.convert_to_numpy(then(value)),
+                    keras.ops.convert_to_numpy(pk.mask),
+                )
+            values[pk.layout.attr] = value
+        return values
+
     def kept_groups(self, pk: PrunedKernel, keep: int) -> np.ndarray:
         """Penalty groups kept when ``pk`` keeps ``keep`` units."""
         return self.structure.group_mask(self.structure.project(pk.canonical(), keep))

@@ -13,12 +13,14 @@ one of two ways:
 - ``"ste"`` (quantization-aware training with a straight-through estimator):
   a `QuantizeWrapper` runs the layer with ``fake_quantize(w * mask, bits)`` in
   place of each kernel, while the optimizer keeps updating the float weights
-  ``w``. `finalize` then writes the quantized values into the kernels.
+  ``w``. `finalize` (or `tf_reweight.strip`) then writes the quantized
+  values into the kernels of plain layers.
 
 Either way the mask keeps pruned weights at exactly zero (the quantization
 grid contains zero), the state lives in layer configs and weights, so a
-`.keras` round trip restores it, and `finalize` gives a plain Keras model whose
-kernels lie on the grid, ready for `tflite_export.export`. `quantized_prune` is
+`.keras` round trip restores it, and `finalize` (`tf_reweight.strip` with a
+check that the model is quantized) gives a plain Keras model whose kernels lie
+on the grid, ready for `tflite_export.export`. `quantized_prune` is
 the whole recipe: reweighted pruning, quantization, fine-tuning and a storage
 report.
 
@@ -38,19 +40,28 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from tf_reweight.core import backend_support
-from tf_reweight.core.constraints import MaskConstraint
 from tf_reweight.core.layouts import KernelLayout, kernel_layouts
 from tf_reweight.pruning import api
-from tf_reweight.pruning.wrapper import PruningWrapper
-from tf_reweight.quantize.quantization import (
-    QuantizeConstraint,
-    compression_report,
-    fake_quantize,
+from tf_reweight.quantize.layers import (
+    METHODS,
+    QuantizeWrapper,
+    check_arguments,
+    inner_layer,
+    kernel_axis,
+    quantized_layers,
 )
+from tf_reweight.quantize.quantization import QuantizeConstraint, compression_report
 from tf_reweight.training import recipes
 
-METHODS = ("projection", "ste")
+__all__ = [
+    "METHODS",
+    "QuantizeWrapper",
+    "QuantizedPruneResult",
+    "finalize",
+    "quantize_model",
+    "quantized_layers",
+    "quantized_prune",
+]
 
 
 def _constraint_key(layout: KernelLayout) -> str:
@@ -60,163 +71,6 @@ def _constraint_key(layout: KernelLayout) -> str:
     if layout.depthwise:
         return "depthwise_constraint"
     return "kernel_constraint"
-
-
-def _kernel_axis(layout: KernelLayout, axis: int | None) -> int | None:
-    """Depthwise kernels ``(kh, kw, in, mult)`` get one scale per input channel."""
-    return 2 if layout.depthwise and axis is not None else axis
-
-
-def _inner(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """The Dense/Conv layer behind pruning and quantization wrappers."""
-    while isinstance(layer, (QuantizeWrapper, PruningWrapper)):
-        layer = layer.layer
-    return layer
-
-
-def _masks(layer: keras.layers.Layer) -> dict:
-    """``{kernel attribute: mask variable}`` of a pruning wrapper, else empty."""
-    if isinstance(layer, PruningWrapper):
-        return {pk.layout.attr: pk.mask for pk in layer.pruned_kernels}
-    return {}
-
-
-def _constraints(constraint) -> list:
-    """A constraint and the ones chained after it by `MaskConstraint`."""
-    chain = []
-    while constraint is not None:
-        chain.append(constraint)
-        constraint = constraint.then if isinstance(constraint, MaskConstraint) else None
-    return chain
-
-
-def _projected(layer: keras.layers.Layer) -> bool:
-    inner = _inner(layer)
-    return any(
-        isinstance(c, QuantizeConstraint)
-        for lo in kernel_layouts(inner)
-        for c in _constraints(getattr(inner, lo.attr).constraint)
-    )
-
-
-def quantized_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """The top-level layers of ``model`` whose kernels are being quantized.
-
-    Args:
-        model: Any Keras model.
-
-    Returns:
-        The `QuantizeWrapper` layers and the layers (pruning-wrapped or not)
-        whose kernels carry a `QuantizeConstraint`.
-    """
-    return [
-        layer
-        for layer in getattr(model, "layers", [])
-        if isinstance(layer, QuantizeWrapper)
-        or (kernel_layouts(_inner(layer)) and _projected(layer))
-    ]
-
-
-@keras.saving.register_keras_serializable(package="tf_reweight")
-class QuantizeWrapper(keras.layers.Wrapper):
-    """Runs a layer with fake-quantized kernels (straight-through QAT).
-
-    In the forward pass each Dense/convolution kernel ``w`` of the wrapped
-    layer is replaced by ``fake_quantize(w * mask, bits)`` (``mask`` from a
-    wrapped `PruningWrapper`, else none): the layer computes with the quantized
-    weights, and the gradient reaches the float weights unchanged (through
-    ``mask``), so the optimizer keeps training ``w``. The substitution uses a
-    `keras.StatelessScope`, so any layer type works without re-implementing
-    its ``call``; weight regularizers (the pruning penalty) still see the float
-    weights. Call `finalize` at the end of training to store the quantized
-    weights, and export the finalized model (exporting the wrapper itself
-    would keep float weights and quantize them at run time).
-
-    Users normally get wrappers from `quantize_model(..., method="ste")`.
-
-    Args:
-        layer: A `PruningWrapper` or a Dense/Conv1D/Conv2D/DepthwiseConv2D/
-            SeparableConv2D layer.
-        bits: Bits per weight, from 2 to 8.
-        axis: Output-channel axis of the kernels (one scale per channel), or
-            None for one scale per kernel. Depthwise kernels use one scale per
-            input channel.
-        **kwargs: Base `keras.layers.Layer` arguments.
-
-    Example:
-    >>> layer = QuantizeWrapper(keras.layers.Dense(10), bits=4)
-
-    References:
-        Bengio et al., "Estimating or Propagating Gradients Through Stochastic
-        Neurons for Conditional Computation", arXiv:1308.3432, 2013.
-    """
-
-    def __init__(
-        self, layer: keras.layers.Layer, bits: int, axis: int | None = -1, **kwargs
-    ):
-        _check_arguments(bits, "ste", axis)
-        if not kernel_layouts(_inner(layer)):
-            raise ValueError(
-                "QuantizeWrapper needs a Dense or convolution layer, or a "
-                "PruningWrapper of one. Received: "
-                f"layer={layer.name!r} ({type(layer).__name__})"
-            )
-        kwargs.setdefault("name", layer.name)
-        super().__init__(layer, **kwargs)
-        self.bits = bits
-        self.axis = axis
-
-    def build(self, input_shape=None):
-        super().build(input_shape)
-        self.built = True
-
-    @property
-    def layers(self) -> list[keras.layers.Layer]:
-        """The wrapped layer, in a list.
-
-        `tf_reweight.report`, `tf_reweight.pruning.wrappers` and hence the
-        pruning callbacks look into layers that have ``layers`` (nested
-        models), so they also find a `PruningWrapper` inside this wrapper.
-        """
-        return [self.layer]
-
-    def quantized_kernels(self) -> list[tuple[keras.Variable, object]]:
-        """``(kernel variable, fake-quantized value)`` for every kernel."""
-        inner, masks = _inner(self.layer), _masks(self.layer)
-        pairs = []
-        for layout in kernel_layouts(inner):
-            variable = getattr(inner, layout.attr)
-            value = keras.ops.convert_to_tensor(variable)
-            if layout.attr in masks:
-                value = value * keras.ops.cast(masks[layout.attr], value.dtype)
-            axis = _kernel_axis(layout, self.axis)
-            pairs.append((variable, fake_quantize(value, self.bits, axis)))
-        return pairs
-
-    def call(self, inputs, *args, **kwargs):
-        # backend hook: maps all the layer's variables (a nested scope does not
-        # see the JAX trainer's).
-        return backend_support.call_with_values(
-            self, self.quantized_kernels(), inputs, *args, **kwargs
-        )
-
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"bits": self.bits, "axis": self.axis})
-        return config
-
-
-def _check_arguments(bits, method: str, axis) -> None:
-    QuantizeConstraint(bits, axis)  # raises for bits outside 2..8
-    if method not in METHODS:
-        raise ValueError(
-            f"`method` must be one of {METHODS}. Received: method={method!r}"
-        )
-    if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
-        raise ValueError(f"`axis` must be an int or None. Received: axis={axis!r}")
 
 
 def _check_not_quantized(model: keras.Model) -> None:
@@ -284,17 +138,17 @@ def quantize_model(
         Pruning and Weight Clustering/Quantization Using ADMM",
         arXiv:1811.01907, 2018.
     """
-    _check_arguments(bits, method, axis)
+    check_arguments(bits, method, axis)
     api.check_model(model)
     _check_not_quantized(model)
-    targets = [layer for layer in model.layers if kernel_layouts(_inner(layer))]
+    targets = [layer for layer in model.layers if kernel_layouts(inner_layer(layer))]
     if not targets:
         raise ValueError(
             "The model has no Dense or convolution layer to quantize. Received: "
             f"model={model.name!r}"
         )
     for layer in targets:
-        for layout in kernel_layouts(_inner(layer)):
+        for layout in kernel_layouts(inner_layer(layer)):
             rank = len(layout.shape)
             if axis is not None and not -rank <= axis < rank:
                 raise ValueError(
@@ -307,8 +161,8 @@ def quantize_model(
             layer.name
             for layer in targets
             if any(
-                _inner(layer).get_config().get(_constraint_key(lo)) is not None
-                for lo in kernel_layouts(_inner(layer))
+                inner_layer(layer).get_config().get(_constraint_key(lo)) is not None
+                for lo in kernel_layouts(inner_layer(layer))
             )
         ]
         if taken:
@@ -330,16 +184,16 @@ def quantize_model(
         inner_config = config["config"]
         while "layer" in inner_config:  # down to the Dense/Conv config
             inner_config = inner_config["layer"]["config"]
-        for layout in kernel_layouts(_inner(layer)):
+        for layout in kernel_layouts(inner_layer(layer)):
             inner_config[_constraint_key(layout)] = keras.saving.serialize_keras_object(
-                QuantizeConstraint(bits, _kernel_axis(layout, axis))
+                QuantizeConstraint(bits, kernel_axis(layout, axis))
             )
         return keras.saving.deserialize_keras_object(config)
 
     quantized = _rebuild(model, transform)
     if method == "projection":
         for layer in quantized_layers(quantized):
-            inner = _inner(layer)
+            inner = inner_layer(layer)
             for layout in kernel_layouts(inner):
                 variable = getattr(inner, layout.attr)
                 variable.assign(variable.constraint(variable))
@@ -365,36 +219,16 @@ def _rebuild(model: keras.Model, transform) -> keras.Model:
     return rebuilt
 
 
-def _on_grid(layer: keras.layers.Layer) -> dict:
-    """``{kernel attribute: on-grid kernel}`` of a quantized layer, as NumPy."""
-    inner = _inner(layer)
-    if isinstance(layer, QuantizeWrapper):
-        return {
-            lo.attr: keras.ops.convert_to_numpy(value)
-            for lo, (_, value) in zip(
-                kernel_layouts(inner), layer.quantized_kernels(), strict=True
-            )
-        }
-    values = {}
-    for layout in kernel_layouts(inner):
-        variable = getattr(inner, layout.attr)
-        values[layout.attr] = keras.ops.convert_to_numpy(
-            variable.constraint(variable)
-            if variable.constraint is not None
-            else variable
-        )
-    return values
-
-
 def finalize(model: keras.Model) -> keras.Model:
     """A plain Keras copy of a quantized model, its kernels on the grid.
 
+    This is `tf_reweight.strip`, with a check that the model is quantized.
     For ``"ste"`` models each kernel becomes ``quantize(w * mask, bits)``, the
     value the forward pass used, so the copy computes what the trained model
     computed. For ``"projection"`` models the kernels are already on the grid
-    and are projected once more. Pruning wrappers are removed as by
-    `tf_reweight.strip` (zeros kept); the projection's `QuantizeConstraint`
-    stays in the layer configs, so further training stays on the grid.
+    and are projected once more. Pruning wrappers are removed (zeros kept);
+    the projection's `QuantizeConstraint` stays in the layer configs, so
+    further training stays on the grid.
 
     Args:
         model: A model returned by `quantize_model` (or loaded from its
@@ -412,25 +246,12 @@ def finalize(model: keras.Model) -> keras.Model:
     >>> tflite_export.export(plain, "model.tflite", quantization="int8", ...)
     """
     api.check_model(model)
-    layers = quantized_layers(model)
-    if not layers:
+    if not quantized_layers(model):
         raise ValueError(
             "The model has no quantized layers. Expected a model returned by "
             f"`quantize_model`. Received: model={model.name!r}"
         )
-    values = {layer.name: _on_grid(layer) for layer in layers}
-
-    def unwrap(layer):
-        if isinstance(layer, QuantizeWrapper):
-            layer = layer.layer
-        return layer.__class__.from_config(layer.get_config())
-
-    plain = api.strip(_rebuild(model, unwrap))
-    for name, kernels in values.items():
-        layer = plain.get_layer(name)
-        for attr, value in kernels.items():
-            getattr(layer, attr).assign(value)
-    return plain
+    return api.strip(model)
 
 
 @dataclass
@@ -528,7 +349,7 @@ def quantized_prune(
         Han et al., "Deep Compression: Compressing Deep Neural Networks with
         Pruning, Trained Quantization and Huffman Coding", ICLR 2016.
     """
-    _check_arguments(bits, method, axis)
+    check_arguments(bits, method, axis)
     if (
         isinstance(finetune_epochs, bool)
         or not isinstance(finetune_epochs, int)
