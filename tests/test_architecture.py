@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tf_reweight", "tflite_export")
+TOP_LEVEL = ("tf_reweight", "tf_reweight.admm")
 
 # The order of ARCHITECTURE.md: a package imports only packages of a lower rank.
 # The top level (`tf_reweight/__init__.py`, `tf_reweight/admm.py`) loads the
