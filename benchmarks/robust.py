@@ -293,7 +293,7 @@ class Bench:
 
     def _train_dense(self):
         """Clean, then adversarial training of a new model; saves dense.keras."""
-        from tf_reweight.robust.mrpf import adversarial_pretrain
+        from tf_reweight.robust.adversarial import adversarial_pretrain
         from tf_reweight.training import data, models, recipes
 
         a = self.args

@@ -164,7 +164,7 @@ def robust_dense(args, train, out: Path, model=None):
         The compiled dense model.
     """
     from tf_reweight.cli.main import _dense_model
-    from tf_reweight.robust.mrpf import adversarial_pretrain
+    from tf_reweight.robust.adversarial import adversarial_pretrain
 
     model = _dense_model(args, train, model)
     if not args.checkpoint and args.adv_epochs:

@@ -5,7 +5,8 @@
 `tf_reweight.robust.attacks` inside the compiled ``train_step``. Everything else stays
 Keras: the compiled loss and metrics, `model.losses` (weight regularizers such
 as the pruning penalties of `tf_reweight`), the optimizer and its variable
-constraints, callbacks and `.keras` files. The TensorFlow backend is required.
+constraints, callbacks and `.keras` files. `adversarial_pretrain` fits one
+with a cosine learning rate. The TensorFlow backend is required.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tensorflow as tf
 from tf_reweight.core import checks
 from tf_reweight.robust import attacks
 from tf_reweight.robust.attack import Attack
+from tf_reweight.training import recipes
 
 _LOSS_TYPES = ("ce", "trades")
 
@@ -272,6 +274,50 @@ class AdversarialModel(keras.Model):
     def _loss_metric(self) -> keras.metrics.Metric:
         """The metric that Keras reports as ``loss``."""
         return next(m for m in self.metrics if m.name == "loss")
+
+
+def adversarial_pretrain(
+    model: keras.Model,
+    train,
+    epochs: int,
+    *,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    verbose: int = 1,
+    attack: Attack | None = None,
+    **options,
+) -> dict:
+    """Trains ``model`` in place with `AdversarialModel`, cosine learning rate.
+
+    Args:
+        model: A classifier returning logits (clean-pretrained or fresh).
+        train: ``(x, y)`` training arrays, inputs in [0, 1].
+        epochs: Adversarial training epochs (>= 0).
+        batch_size: Batch size.
+        lr: Initial Adam learning rate, decayed by a cosine to ``1e-5``.
+        verbose: Keras verbosity.
+        attack: The training `Attack`; None for `AdversarialModel`'s default.
+        **options: More `AdversarialModel` options (``loss_type``, ...).
+
+    Returns:
+        The Keras history dict (clean and adversarial training accuracy).
+
+    Example:
+    >>> fgsm_rs = Attack(kind="fgsm", epsilon=8 / 255)
+    >>> adversarial_pretrain(model, (x, y), 5, attack=fgsm_rs)
+    """
+    checks.check_int("epochs", epochs, low=0)
+    trainer = AdversarialModel(model, attack, **options)
+    recipes.compile_classifier(trainer, lr)
+    schedule = recipes.two_phase_lr(0, epochs, lr)
+    history = trainer.fit(
+        *train,
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=verbose,
+        callbacks=[keras.callbacks.LearningRateScheduler(schedule)],
+    )
+    return history.history
 
 
 def _kl_per_example(labels, logits):

@@ -226,50 +226,6 @@ def adversarial_prune(
     )
 
 
-def adversarial_pretrain(
-    model: keras.Model,
-    train,
-    epochs: int,
-    *,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    verbose: int = 1,
-    attack: Attack | None = None,
-    **options,
-) -> dict:
-    """Trains ``model`` in place with `AdversarialModel`, cosine learning rate.
-
-    Args:
-        model: A classifier returning logits (clean-pretrained or fresh).
-        train: ``(x, y)`` training arrays, inputs in [0, 1].
-        epochs: Adversarial training epochs (>= 0).
-        batch_size: Batch size.
-        lr: Initial Adam learning rate, decayed by a cosine to ``1e-5``.
-        verbose: Keras verbosity.
-        attack: The training `Attack`; None for `AdversarialModel`'s default.
-        **options: More `AdversarialModel` options (``loss_type``, ...).
-
-    Returns:
-        The Keras history dict (clean and adversarial training accuracy).
-
-    Example:
-    >>> fgsm_rs = Attack(kind="fgsm", epsilon=8 / 255)
-    >>> adversarial_pretrain(model, (x, y), 5, attack=fgsm_rs)
-    """
-    checks.check_int("epochs", epochs, low=0)
-    trainer = AdversarialModel(model, attack, **options)
-    recipes.compile_classifier(trainer, lr)
-    schedule = recipes.two_phase_lr(0, epochs, lr)
-    history = trainer.fit(
-        *train,
-        epochs=epochs,
-        batch_size=batch_size,
-        verbose=verbose,
-        callbacks=[keras.callbacks.LearningRateScheduler(schedule)],
-    )
-    return history.history
-
-
 def mrpf(
     model: keras.Model,
     train,
@@ -328,11 +284,8 @@ def mrpf(
         probe: The `Attack` of the MRS probe; None for PGD-10 at
             ``attack``'s epsilon, norm and clip (default step size).
         structure: Sparsity structure (see `tf_reweight.apply`).
-        method: ``"reweighted"`` (reweighted penalty with `Reweight` during
-            the first ``phase1_epochs``, then `HardPrune` and masked
-            retraining) or ``"magnitude"`` (one-shot magnitude prune, then
-            adversarial retraining for all epochs); also ``"admm"`` or
-            ``"group_lasso"`` (`tf_reweight.training.recipes.METHODS`).
+        method: One of `tf_reweight.training.recipes.METHODS` (see
+            `adversarial_prune`).
         allocation: ``"mrs"`` or ``"uniform"``.
         mode: MRS probe: ``"prune"`` (the adversarial loss increase when
             half of a layer's weights, the smallest, are zeroed) or
@@ -343,9 +296,7 @@ def mrpf(
         phase1_epochs: Penalized epochs among them; defaults to half.
         penalty: The method's penalty; None for its default.
         max_ratio: Highest sparsity of a layer, in [sparsity target, 1);
-            None for `default_max_ratio` (a layer is compressed at most 4x
-            more than the model), which keeps small insensitive layers from
-            being starved.
+            None for `tf_reweight.robust.allocation.default_max_ratio`.
         min_ratio: Lowest sparsity of a layer.
         temperature: Spread of the ratios (see `allocate_ratios`).
         layers: Names of the layers to prune; defaults to every prunable
@@ -358,11 +309,8 @@ def mrpf(
             (``rho``, ``ascent_steps``, ``probe_ratio``).
         method_options: Keyword arguments of the method's phase-1 callback
             (for ADMM, ``{"rho_factor": 1.5}``).
-        recalibrate_bn: After fine-tuning, recompute the BatchNorm moving
-            statistics on this many clean training inputs (see
-            `adversarial_prune`); None or False to keep them.
-        bounded: Bounded reweighting; None for `adversarial_prune`'s
-            default (True with ``method="reweighted"``).
+        recalibrate_bn: As in `adversarial_prune`.
+        bounded: As in `adversarial_prune`.
         **apply_kwargs: More `tf_reweight.apply` arguments (reweighting's
             ``eps``, ...).
 
