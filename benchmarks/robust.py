@@ -206,8 +206,27 @@ def _names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def attacks(args):
+    """``(training, evaluation)`` `Attack` of the suite's settings."""
+    from tf_reweight import Attack
+
+    training = Attack(
+        kind=args.attack,
+        epsilon=args.eps,
+        steps=args.attack_steps,
+        step_size=args.step_size,
+    )
+    evaluation = Attack(
+        kind="pgd",
+        epsilon=args.eps,
+        steps=args.eval_steps,
+        step_size=args.eval_step_size,
+    )
+    return training, evaluation
+
+
 def train_attack(args) -> str:
-    return f"pgd-{args.attack_steps}" if args.attack == "pgd" else "fgsm-rs"
+    return attacks(args)[0].label
 
 
 def record_key(record: dict) -> tuple:
@@ -257,15 +276,13 @@ class Bench:
 
     def _dense(self) -> dict:
         """Trains (or loads) the robust dense checkpoint; returns its facts."""
-        from tf_reweight.cli.robust import robust_dense
-
         info_path = self.dir / "dense.json"
         if info_path.exists() and (self.dir / "dense.keras").exists():
             print(f"Dense checkpoint: {self.dir / 'dense.keras'} (cached)", flush=True)
             return json.loads(info_path.read_text())
         self.keras.utils.set_random_seed(self.args.seed)
         start = time.perf_counter()
-        model = robust_dense(self.args, self.train, self.dir)
+        model = self._train_dense()
         info = {
             "seconds": round(time.perf_counter() - start, 1),
             **self.evaluate(model),
@@ -273,6 +290,37 @@ class Bench:
         info_path.write_text(json.dumps(info))
         print(f"Dense checkpoint: {self.dir / 'dense.keras'} (trained)", flush=True)
         return info
+
+    def _train_dense(self):
+        """Clean, then adversarial training of a new model; saves dense.keras."""
+        from tf_reweight.robust.adversarial import adversarial_pretrain
+        from tf_reweight.training import data, models, recipes
+
+        a = self.args
+        self.keras.utils.set_random_seed(a.seed)
+        shape = data.image_shape(a.dataset)
+        model = models.get(a.model, input_shape=shape, num_classes=10)
+        recipes.compile_classifier(model, a.lr)
+        schedule = recipes.two_phase_lr(0, a.pretrain_epochs, a.lr)
+        model.fit(
+            *self.train,
+            batch_size=a.batch_size,
+            epochs=a.pretrain_epochs,
+            callbacks=[self.keras.callbacks.LearningRateScheduler(schedule)],
+            verbose=a.verbose,
+        )
+        if a.adv_epochs:
+            adversarial_pretrain(
+                model,
+                self.train,
+                a.adv_epochs,
+                attack=attacks(a)[0],
+                batch_size=a.batch_size,
+                lr=a.lr,
+                verbose=a.verbose,
+            )
+        model.save(self.dir / "dense.keras")
+        return model
 
     def dense_metrics(self) -> dict:
         """The dense checkpoint's facts, evaluated like this run's models.
@@ -289,26 +337,20 @@ class Bench:
 
     @property
     def attack(self) -> str:
-        return f"pgd-{self.args.eval_steps}"
+        return attacks(self.args)[1].label
 
     def evaluate(self, model) -> dict:
         """Clean accuracy, PGD accuracy, the number attacked and the attack."""
-        from tf_reweight.cli.robust import measure
+        from tf_reweight.robust.robustness import measure_robustness
 
-        a = self.args
-        metrics = measure(
-            model,
-            self.test,
-            a.eps,
-            a.eval_steps,
-            a.eval_step_size,
-            limit=a.eval_limit,
+        evaluation = attacks(self.args)[1]
+        metrics = measure_robustness(
+            model, self.test, evaluation, limit=self.args.eval_limit
         )
         return {**metrics, "attack": self.attack}
 
     def run(self, variant: Variant) -> dict:
         """Prunes and evaluates one variant; returns its measured facts."""
-        from tf_reweight.cli.robust import prune
         from tf_reweight.pruning import sparsity
         from tf_reweight.robust import mrpf
         from tf_reweight.training.recipes import DEFAULT_PENALTY
@@ -317,21 +359,45 @@ class Bench:
         seed = a.seed if a.prune_seed is None else a.prune_seed
         self.keras.utils.set_random_seed(seed)
         dense = self.keras.saving.load_model(self.dir / "dense.keras")
-        job = {
+        options = {
             "method": variant.method,
-            "allocation": variant.allocation,
-            "method_options": dict(variant.options) or None,
-            "target": f"{a.rate:g}x",
-            "reweight_epochs": a.epochs[0],
-            "retrain_epochs": a.epochs[1],
+            "structure": a.structure,
             "penalty": variant.penalty,
-            "mode": variant.mode,
-            "recalibrate_bn": None,  # measured separately below
+            "batch_size": a.batch_size,
+            "lr": a.lr,
+            "verbose": a.verbose,
+            "method_options": dict(variant.options) or None,
             "bounded": variant.bounded,
-        }
-        result, ratios = prune(
-            argparse.Namespace(**{**vars(a), **job}), dense, self.train
-        )
+        }  # recalibrate_bn is measured separately below
+        target, ratios = f"{a.rate:g}x", None
+        if variant.allocation == "global":
+            result = mrpf.adversarial_prune(
+                dense,
+                self.train,
+                target,
+                phase1_epochs=a.epochs[0],
+                retrain_epochs=a.epochs[1],
+                attack=attacks(a)[0],
+                **options,
+            )
+        else:
+            probe = {"probe_ratio": a.probe_ratio} if variant.mode == "prune" else {}
+            result = mrpf.mrpf(
+                dense,
+                self.train,
+                self.train[0][: a.probe_size],
+                self.train[1][: a.probe_size],
+                target,
+                attacks(a)[0],
+                allocation=variant.allocation,
+                mode=variant.mode,
+                finetune_epochs=sum(a.epochs),
+                phase1_epochs=a.epochs[0],
+                max_ratio=a.max_ratio,
+                mrs_options=probe,
+                **options,
+            )
+            ratios = result.ratios
         rep = sparsity.report(result.model)
         penalty = variant.penalty
         out = {

@@ -45,12 +45,14 @@ from tf_reweight.quantize.quantization import (
     fake_quantize,
     quantize,
 )
+from tf_reweight.robust.attack import Attack
 from tf_reweight.training import models, recipes
 
 # The TensorFlow-only parts load on first access (PEP 562), so that the core
 # imports on every Keras backend and without TensorFlow installed.
 _LAZY_MODULES = {
     "adversarial": "tf_reweight.robust.adversarial",
+    "allocation": "tf_reweight.robust.allocation",
     "attacks": "tf_reweight.robust.attacks",
     "data": "tf_reweight.training.data",
     "mrpf": "tf_reweight.robust.mrpf",
@@ -60,7 +62,7 @@ _LAZY_MODULES = {
 _LAZY_ATTRIBUTES = {
     "AdversarialModel": "adversarial",
     "evaluate_robustness": "robustness",
-    "allocate_ratios": "sensitivity",
+    "allocate_ratios": "allocation",
     "module_robustness_sensitivity": "sensitivity",
 }
 
@@ -82,6 +84,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ADMMPenalty",
+    "Attack",
     "ADMMUpdate",
     "GroupLassoPenalty",
     "HardPrune",

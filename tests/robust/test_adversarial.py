@@ -7,6 +7,7 @@ import pytest
 from tf_reweight.core.constraints import MaskConstraint
 from tf_reweight.robust import attacks
 from tf_reweight.robust.adversarial import AdversarialModel
+from tf_reweight.robust.attack import Attack
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -33,7 +34,7 @@ def test_adversarial_training_beats_clean_training_under_pgd(mnist):
     clean.compile(keras.optimizers.Adam(5e-3), CE)
     clean.fit(x, y, epochs=5, batch_size=64, verbose=0)
     keras.utils.set_random_seed(0)
-    robust = AdversarialModel(_mlp(), attack="pgd", eps=0.1, steps=3)
+    robust = AdversarialModel(_mlp(), Attack(kind="pgd", epsilon=0.1, steps=3))
     robust.compile(keras.optimizers.Adam(5e-3), CE, metrics=["accuracy"])
     history = robust.fit(x, y, epochs=5, batch_size=64, verbose=0)
     assert {"loss", "accuracy", "adv_loss", "adv_accuracy"} <= set(history.history)
@@ -53,7 +54,7 @@ class ShiftAttack(AdversarialModel):
 
     def adversarial_examples(self, x, y, objective="ce", training=False):
         self.crafted_in_training_mode = training
-        return x + self.eps
+        return x + self.attack.epsilon
 
 
 def _log_softmax(z):
@@ -73,7 +74,7 @@ def test_training_objective_matches_numpy(kwargs):
         [keras.Input((5,)), keras.layers.Dense(4, kernel_regularizer=l2)]
     )
     net.set_weights([w, b])
-    model = ShiftAttack(net, eps=0.2, trades_beta=2.0, **kwargs)
+    model = ShiftAttack(net, Attack(epsilon=0.2), trades_beta=2.0, **kwargs)
     model.compile(keras.optimizers.SGD(0.0), CE)
     logs = model.train_on_batch(x, y, return_dict=True)
 
@@ -105,7 +106,7 @@ def test_training_mode_examples_attack_the_function_being_trained():
     )
     bn = net.layers[1]
     bn.moving_mean.assign(np.full(8, 5.0))  # Stale statistics, as after pruning.
-    model = AdversarialModel(net, attack="pgd", eps=0.3, steps=10, clip=None)
+    model = AdversarialModel(net, Attack(kind="pgd", epsilon=0.3, steps=10, clip=None))
 
     def training_loss(inputs):
         return float(CE(y, net(inputs, training=True)))
@@ -122,7 +123,7 @@ def test_constraints_keep_pruned_weights_at_zero(mnist):
     keras.utils.set_random_seed(0)
     mask = keras.Variable((np.random.rand(784, 64) > 0.5).astype("float32"))
     model = AdversarialModel(
-        _mlp(kernel_constraint=MaskConstraint(mask)), eps=0.1, steps=2
+        _mlp(kernel_constraint=MaskConstraint(mask)), Attack(epsilon=0.1, steps=2)
     )
     model.compile("adam", CE)
     model.fit(x[:512], y[:512], epochs=1, batch_size=64, verbose=0)
@@ -136,11 +137,8 @@ def test_save_and_load_keeps_predictions_and_attack(mnist, tmp_path):
     keras.utils.set_random_seed(0)
     model = AdversarialModel(
         _mlp(),
-        attack="fgsm",
-        eps=0.2,
-        norm=2,
+        Attack(kind="fgsm", epsilon=0.2, norm=2, clip=(0.0, 1.0), step_size=0.1),
         clean_weight=0.25,
-        clip=(0.0, 1.0),
         attack_training=False,
     )
     model.compile("adam", CE, metrics=["accuracy"])
@@ -153,19 +151,13 @@ def test_save_and_load_keeps_predictions_and_attack(mnist, tmp_path):
     np.testing.assert_array_equal(
         loaded.predict(xt, verbose=0), model.predict(xt, verbose=0)
     )
-    attack_keys = [
-        "attack",
-        "eps",
-        "step_size",
-        "steps",
-        "norm",
-        "clean_weight",
-        "clip",
-        "attack_training",
-    ]
+    assert loaded.attack == model.attack
+    assert loaded.attack.step_size == 0.1 and loaded.attack.norm == 2
+    attack_keys = ["attack", "clean_weight", "loss_type", "attack_training"]
     assert {k: loaded.get_config()[k] for k in attack_keys} == {
         k: model.get_config()[k] for k in attack_keys
     }
+    assert loaded.get_config()["attack"]["kind"] == "fgsm"
     logs = loaded.evaluate(xt, yt, verbose=0, return_dict=True)
     assert {"loss", "accuracy", "adv_loss", "adv_accuracy"} <= set(logs)
 
@@ -175,7 +167,7 @@ def test_subclass_with_own_call_trains(mnist):
 
     class Net(AdversarialModel):
         def __init__(self, **kwargs):
-            super().__init__(attack="fgsm", eps=0.1, **kwargs)
+            super().__init__(attack=Attack(kind="fgsm", epsilon=0.1), **kwargs)
             self.hidden = keras.layers.Dense(32, "relu")
             self.out = keras.layers.Dense(10)
 
@@ -192,13 +184,11 @@ def test_subclass_with_own_call_trains(mnist):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(attack="cw"), "attack"),
-        (dict(loss_type="mart"), "loss type"),
+        (dict(attack="pgd"), "must be an `Attack`"),
+        (dict(loss_type="mart"), "loss_type"),
         (dict(clean_weight=1.5), "clean_weight"),
         (dict(loss_type="trades", clean_weight=0.5), "clean_weight"),
         (dict(trades_beta=-1.0), "trades_beta"),
-        (dict(eps=0.1, step_size=0.2), "step_size"),
-        (dict(norm=1), "norm"),
         (dict(model=keras.layers.Dense(3)), "keras.Model"),
     ],
 )
@@ -210,7 +200,7 @@ def test_rejects_bad_options(kwargs, match):
 
 def test_rejects_labels_of_the_wrong_shape(mnist):
     x, y, _, _ = mnist
-    model = AdversarialModel(_mlp(), eps=0.1, steps=1)
+    model = AdversarialModel(_mlp(), Attack(epsilon=0.1, steps=1))
     model.compile("adam", CE)
     with pytest.raises(ValueError, match="integer class ids"):
         model.fit(x[:64], y[:64, None], epochs=1, verbose=0)
@@ -218,7 +208,7 @@ def test_rejects_labels_of_the_wrong_shape(mnist):
 
 def test_requires_a_compiled_loss(mnist):
     x, y, _, _ = mnist
-    model = AdversarialModel(_mlp(), eps=0.1, steps=1)
+    model = AdversarialModel(_mlp(), Attack(epsilon=0.1, steps=1))
     model.compile("adam")
     with pytest.raises(ValueError, match="needs the loss"):
         model.fit(x[:64], y[:64], epochs=1, verbose=0)

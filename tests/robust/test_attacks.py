@@ -1,10 +1,13 @@
 """Tests for `tf_reweight.robust.attacks` on a small MLP trained on real MNIST."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 
 from tf_reweight.robust import attacks
+from tf_reweight.robust.attack import Attack
 
 
 def _ce(model, x, y):
@@ -70,8 +73,58 @@ def test_fgsm_random_start_stays_in_ball(mlp, mnist):
 
 
 def test_default_step_size_is_madry_rule_capped_at_eps():
-    assert attacks.check_budget(0.3, None, 10) == pytest.approx(0.075)
-    assert attacks.check_budget(0.3, None, 2) == pytest.approx(0.3)
+    assert Attack(epsilon=0.3, steps=10).resolved_step_size == pytest.approx(0.075)
+    assert Attack(epsilon=0.3, steps=2).resolved_step_size == pytest.approx(0.3)
+    assert Attack(kind="fgsm", epsilon=0.2).resolved_step_size == pytest.approx(0.25)
+    fgsm = Attack(kind="fgsm", epsilon=0.2, random_start=False)
+    assert fgsm.resolved_step_size == pytest.approx(0.2)
+
+
+def test_attack_config_round_trip_and_labels():
+    attack = Attack(kind="pgd", epsilon=0.1, steps=7, norm=np.inf, clip=[0, 1])
+    assert attack.norm == "inf" and attack.clip == (0.0, 1.0)
+    config = attack.get_config()
+    assert config["clip"] == [0.0, 1.0]
+    assert Attack.from_config(config) == attack
+    assert attack.label == "pgd-7"
+    assert Attack(kind="fgsm", epsilon=0.1).label == "fgsm-rs"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        attack.epsilon = 0.2
+
+
+def test_craft_matches_pgd_without_random_start(mlp, mnist):
+    _, _, x, y = mnist
+    bim = Attack(epsilon=0.1, steps=3, step_size=0.05, random_start=False)
+    np.testing.assert_allclose(
+        attacks.craft(bim, mlp, x, y),
+        attacks.pgd(mlp, x, y, 0.1, 0.05, 3, rand_init=False),
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(kind="cw"), "kind"),
+        (dict(epsilon=float("nan")), "epsilon"),
+        (dict(epsilon=True), "epsilon"),
+        (dict(steps=2.0), "steps"),
+        (dict(step_size=-0.1), "step_size"),
+        (dict(step_size=0.2), "must not exceed"),
+        (dict(norm="l1"), "norm"),
+        (dict(clip=(0.0,)), "clip"),
+        (dict(random_start="yes"), "random_start"),
+    ],
+)
+def test_attack_rejects_bad_fields(kwargs, match):
+    kwargs = {"epsilon": 0.1, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        Attack(**kwargs)
+
+
+def test_craft_rejects_a_non_attack(mlp):
+    with pytest.raises(ValueError, match="must be an `Attack`"):
+        attacks.craft("pgd", mlp, np.zeros((2, 784), "float32"), np.zeros(2, "int64"))
 
 
 @pytest.mark.parametrize(

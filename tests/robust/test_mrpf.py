@@ -8,13 +8,16 @@ import pytest
 
 import tf_reweight as tfr
 from tf_reweight.pruning.operations import wrappers
-from tf_reweight.robust.mrpf import adversarial_prune, default_max_ratio, mrpf, uniform
-from tf_reweight.robust.sensitivity import allocate_ratios
+from tf_reweight.robust import mrpf as mrpf_module
+from tf_reweight.robust.allocation import allocate_ratios, default_max_ratio
+from tf_reweight.robust.attack import Attack
+from tf_reweight.robust.mrpf import adversarial_prune, mrpf, uniform
 from tf_reweight.training import data, recipes
 
 TARGET = 0.8
 SIZES = {"conv": 3 * 3 * 1 * 4, "fc": 13 * 13 * 4 * 32, "logits": 32 * 10}
-FAST = dict(attack="fgsm", finetune_epochs=2, batch_size=128, verbose=0)
+FGSM = Attack(kind="fgsm", epsilon=0.1)
+FAST = dict(finetune_epochs=2, batch_size=128, verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,7 @@ def dense(mnist):
 def result(dense, mnist):
     x, y = mnist
     keras.utils.set_random_seed(0)
-    return mrpf(dense, mnist, x[:128], y[:128], TARGET, eps=0.1, **FAST)
+    return mrpf(dense, mnist, x[:128], y[:128], TARGET, FGSM, **FAST)
 
 
 def _zeros(model) -> dict[str, int]:
@@ -90,7 +93,7 @@ def test_result_saves_and_loads_as_keras_file(result, mnist, tmp_path):
 
 def test_uniform_magnitude_prunes_smallest_dense_weights_at_one_ratio(dense, mnist):
     keras.utils.set_random_seed(0)
-    out = uniform(dense, mnist, "5x", eps=0.1, method="magnitude", **FAST)
+    out = uniform(dense, mnist, "5x", FGSM, method="magnitude", **FAST)
     total = sum(SIZES.values())
     assert out.table is None and out.allocation == "uniform"
     assert out.counts()[1] == round(total / 5)
@@ -111,7 +114,8 @@ def test_uniform_magnitude_prunes_smallest_dense_weights_at_one_ratio(dense, mni
         ({"max_ratio": 1.0}, "max_ratio"),
         ({"phase1_epochs": 3, "finetune_epochs": 2}, "phase1_epochs"),
         ({"method": "prune"}, "method"),
-        ({"attack": "cw"}, "attack"),
+        ({"attack": "fgsm"}, "must be an `Attack`"),
+        ({"probe": "pgd"}, "must be an `Attack`"),
         ({"structure": "rows"}, "rows"),
         ({"layers": ["nope"]}, "nope"),
         ({"recalibrate_bn": -1}, "recalibrate_bn"),
@@ -128,8 +132,7 @@ def test_invalid_options_raise_before_any_training(dense, kwargs, match):
             np.zeros((2, 28, 28, 1)),
             np.zeros(2, int),
             0.8,
-            0.1,
-            **kwargs,
+            **{"attack": FGSM, **kwargs},
         )
     for old, new in zip(before, dense.get_weights(), strict=True):
         np.testing.assert_array_equal(old, new)
@@ -145,7 +148,7 @@ def test_adversarial_reweighting_is_bounded_by_default(dense, mnist, bounded, ex
 
 def test_mrs_allocation_needs_probe_data(dense):
     with pytest.raises(ValueError, match="probe"):
-        mrpf(dense, (None, None), None, None, 0.8, 0.1)
+        mrpf(dense, (None, None), None, None, 0.8, FGSM)
 
 
 def test_recalibrate_bn_recomputes_statistics_on_clean_inputs_after_fine_tuning():
@@ -166,7 +169,7 @@ def test_recalibrate_bn_recomputes_statistics_on_clean_inputs_after_fine_tuning(
         dense,
         (x, y),
         0.5,
-        eps=0.1,
+        FGSM,
         **{**FAST, "finetune_epochs": 1},
         recalibrate_bn=True,
     )
@@ -177,3 +180,34 @@ def test_recalibrate_bn_recomputes_statistics_on_clean_inputs_after_fine_tuning(
     # Other batchings sum in another float32 order: means near 0 need atol.
     np.testing.assert_allclose(bn.moving_mean.numpy(), moving[0], rtol=0, atol=1e-5)
     np.testing.assert_allclose(bn.moving_variance.numpy(), moving[1], rtol=1e-4)
+
+
+def test_filter_mrpf_probes_filters_and_passes_reweighting_eps(
+    dense, mnist, monkeypatch
+):
+    calls = []
+    probe = mrpf_module.module_robustness_sensitivity
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return probe(*args, **kwargs)
+
+    monkeypatch.setattr(mrpf_module, "module_robustness_sensitivity", spy)
+    x, y = mnist
+    out = mrpf(
+        dense,
+        mnist,
+        x[:64],
+        y[:64],
+        0.5,
+        FGSM,
+        structure="filter",
+        layers=["conv", "fc"],
+        finetune_epochs=0,
+        verbose=0,
+        eps=1e-4,
+    )
+    assert [c["structure"] for c in calls] == ["filter"]
+    assert calls[0]["layers"] == ["conv", "fc"]
+    assert set(out.table.scores) == {"conv", "fc"}
+    assert [w.method.eps for w in wrappers(out.model)] == [1e-4, 1e-4]

@@ -6,11 +6,15 @@ import keras
 import numpy as np
 import pytest
 
+from tf_reweight.robust import sensitivity
+from tf_reweight.robust.attack import Attack
 from tf_reweight.robust.sensitivity import (
     SensitivityTable,
-    allocate_ratios,
     module_robustness_sensitivity,
+    prunable_layers,
 )
+
+PGD = Attack(epsilon=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +57,13 @@ def test_fragile_layer_ranks_highest_and_weights_are_restored(probe, mode):
     np.testing.assert_allclose(fragile(xp), plain(xp), atol=1e-3)
 
     before = [w.copy() for w in fragile.get_weights()]
-    table = module_robustness_sensitivity(fragile, xp, yp, eps=0.1, mode=mode)
+    table = module_robustness_sensitivity(fragile, xp, yp, PGD, mode=mode)
     for old, new in zip(before, fragile.get_weights(), strict=True):
         assert np.array_equal(old, new)
 
     assert table.ranking()[0] == "mid"
     assert table.sizes == {"proj": 784 * 16, "mid": 16 * 32, "head": 32 * 10}
-    control = module_robustness_sensitivity(plain, xp, yp, eps=0.1, mode=mode)
+    control = module_robustness_sensitivity(plain, xp, yp, PGD, mode=mode)
     assert table.scores["mid"] > 10 * max(control.scores["mid"], 0.01)
 
 
@@ -67,7 +71,7 @@ def test_perturbation_grows_with_rho(probe):
     x, y = probe
     model = _mlp(x, y)
     small, large = (
-        module_robustness_sensitivity(model, x[:256], y[:256], 0.1, rho=rho)
+        module_robustness_sensitivity(model, x[:256], y[:256], PGD, rho=rho)
         for rho in (0.01, 0.1)
     )
     for name in small.scores:
@@ -89,7 +93,7 @@ def test_conv_kernels_are_probed_and_restored(probe):
     )
     before = [w.copy() for w in model.get_weights()]
     table = module_robustness_sensitivity(
-        model, x[:64].reshape(-1, 28, 28, 1), y[:64], eps=0.1, mode="prune"
+        model, x[:64].reshape(-1, 28, 28, 1), y[:64], PGD, mode="prune"
     )
     assert table.sizes == {
         "conv": 9 * 4,
@@ -100,7 +104,7 @@ def test_conv_kernels_are_probed_and_restored(probe):
     for old, new in zip(before, model.get_weights(), strict=True):
         assert np.array_equal(old, new)
     subset = module_robustness_sensitivity(
-        model, x[:64].reshape(-1, 28, 28, 1), y[:64], 0.1, layers=["sep"]
+        model, x[:64].reshape(-1, 28, 28, 1), y[:64], PGD, layers=["sep"]
     )
     assert list(subset.scores) == ["sep"]
 
@@ -121,75 +125,53 @@ def test_table_json_round_trip_and_plot(tmp_path):
         (dict(ascent_steps=0), "ascent_steps"),
         (dict(probe_ratio=1.0), "probe_ratio"),
         (dict(layers=["nope"]), "non-prunable"),
+        (dict(structure="rows"), "structure"),
+        (dict(attack=0.1), "must be an `Attack`"),
     ],
 )
 def test_measure_rejects_bad_options(kwargs, match):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
     x, y = np.zeros((2, 4), "float32"), np.zeros(2, "int64")
     with pytest.raises(ValueError, match=match):
-        module_robustness_sensitivity(model, x, y, 0.1, **kwargs)
+        module_robustness_sensitivity(model, x, y, **{"attack": PGD, **kwargs})
 
 
-SIZES = {"c1": 1_000_000, "c2": 3_000_000, "fc1": 2_000_000, "fc2": 7_919}
+def test_filter_probe_zeroes_whole_filters(probe, monkeypatch):
+    x, y = probe
+    model = _mlp(x, y)
+    probed = {}  # The first value assigned to each kernel: its probe.
+    assign = sensitivity._assign
+
+    def spy(variable, value):
+        probed.setdefault(variable.path, np.array(value))
+        assign(variable, value)
+
+    monkeypatch.setattr(sensitivity, "_assign", spy)
+    before = {w.path: w.numpy().copy() for w in model.weights}
+    table = module_robustness_sensitivity(
+        model, x[:64], y[:64], PGD, mode="prune", probe_ratio=0.25, structure="filter"
+    )
+    for w in model.weights:
+        assert np.array_equal(w.numpy(), before[w.path])
+    assert set(table.scores) == {"proj", "mid", "head"}
+    for name, filters in (("proj", 16), ("mid", 32), ("head", 10)):
+        path = model.get_layer(name).kernel.path
+        kernel, original = probed[path], before[path]
+        dead = np.all(kernel == 0, axis=0)  # Whole output columns: filters.
+        assert dead.sum() == round(0.25 * filters)
+        np.testing.assert_array_equal(kernel[:, ~dead], original[:, ~dead])
+        norms = np.linalg.norm(original, axis=0)
+        assert norms[dead].max() <= norms[~dead].min()  # The weakest filters.
 
 
-def _pruned(ratios, sizes):
-    counts = {n: ratios[n] * sizes[n] for n in sizes}
-    for count in counts.values():
-        assert count == pytest.approx(round(count), abs=1e-6)
-    return sum(round(c) for c in counts.values())
-
-
-SCORES = {"c1": 3.0, "c2": 0.5, "fc1": 1.0, "fc2": 2.0}
-
-
-@pytest.mark.parametrize("target", [0.3, 0.77, 0.9, 0.999])
-def test_allocation_meets_budget_exactly(target):
-    ratios = allocate_ratios(SCORES, SIZES, target, max_ratio=1.0)
-    total = sum(SIZES.values())
-    assert total - _pruned(ratios, SIZES) == round((1 - target) * total)
-
-
-def test_unclipped_allocation_follows_formula():
-    ratios = allocate_ratios(SCORES, SIZES, 0.3, temperature=0.5)
-    s = {n: (v - 0.5) / 2.5 for n, v in SCORES.items()}  # Min-max normalized.
-    weight = {n: np.exp(-v / 0.5) for n, v in s.items()}
-    scale = 0.3 * sum(SIZES.values()) / sum(weight[n] * SIZES[n] for n in SIZES)
-    for name in SIZES:
-        assert ratios[name] == pytest.approx(scale * weight[name], abs=1 / SIZES[name])
-
-
-def test_allocation_clips_and_keeps_sensitive_layers_denser():
-    ratios = allocate_ratios(SCORES, SIZES, 0.9, min_ratio=0.5, max_ratio=0.95)
-    total = sum(SIZES.values())
-    assert total - _pruned(ratios, SIZES) == round(0.1 * total)
-    assert all(0.5 <= r <= 0.95 for r in ratios.values())
-    order = sorted(SCORES, key=SCORES.get)
-    assert [ratios[n] for n in order] == sorted(ratios.values(), reverse=True)
-    assert ratios["c2"] == 0.95
-
-
-def test_allocation_with_equal_scores_is_uniform():
-    ratios = allocate_ratios(dict.fromkeys("abc", 1.0), dict.fromkeys("abc", 1000), 0.6)
-    assert ratios == dict.fromkeys("abc", 0.6)
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        (dict(target=1.0), "target"),
-        (dict(target=0.0), "target"),
-        (dict(min_ratio=0.6), "cannot meet"),
-        (dict(max_ratio=0.4), "cannot meet"),
-        (dict(temperature=0.0), "temperature"),
-        (dict(sizes={"a": 10}), "same layer names"),
-        (dict(sizes={"a": 10, "b": 0}), "integer >= 1"),
-        (dict(scores={"a": 1.0, "b": float("nan")}), "finite"),
-        (dict(sizes={"a": 1, "b": 1}, target=0.5, max_ratio=0.6), "whole-weight"),
-    ],
-)
-def test_allocation_rejects_bad_input(kwargs, match):
-    args = dict(scores={"a": 1.0, "b": 2.0}, sizes={"a": 10, "b": 10}, target=0.5)
-    args.update(kwargs)
-    with pytest.raises(ValueError, match=match):
-        allocate_ratios(**args)
+def test_prunable_layers_follow_the_model_and_the_names():
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(3, name="a"),
+            keras.layers.ReLU(),
+            keras.layers.Dense(2, name="b"),
+        ]
+    )
+    assert [n for n, _ in prunable_layers(model)] == ["a", "b"]
+    assert [n for n, _ in prunable_layers(model, ["b"])] == ["b"]

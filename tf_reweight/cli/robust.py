@@ -62,7 +62,6 @@ def run(args: argparse.Namespace) -> dict:
 def _resolve(args) -> None:
     """Fills dataset defaults and checks the options against each other."""
     from tf_reweight.core import budget
-    from tf_reweight.robust.adversarial import AdversarialModel
 
     defaults = DATASET_DEFAULTS[args.dataset]
     for name, value in defaults.items():
@@ -75,10 +74,12 @@ def _resolve(args) -> None:
             f"[{sparsity:.4g}, 1). Received: {args.max_ratio}"
         )
     try:
-        AdversarialModel(None, args.attack, args.eps, args.step_size, args.attack_steps)
+        train_attack(args)
+        eval_attack(args)
     except ValueError as error:
         raise ValueError(
-            f"arguments --attack/--eps/--step-size/--attack-steps: {error}"
+            "arguments --attack/--eps/--step-size/--attack-steps/--eval-steps/"
+            f"--eval-step-size: {error}"
         ) from error
     if not 0 < args.probe_ratio < 1:
         raise ValueError(
@@ -108,6 +109,13 @@ def _check_pruning(args, model) -> None:
             raise ValueError(f"argument --recalibrate-bn: {error}") from error
 
 
+def _probe_attack(args):
+    """The MRS probe: PGD-10 at ``--eps`` (the default step size)."""
+    from tf_reweight.robust.attack import Attack
+
+    return Attack(kind="pgd", epsilon=args.eps)
+
+
 def _mrs_options(args) -> dict:
     """`module_robustness_sensitivity` options of the chosen probe."""
     if args.mode == "prune":
@@ -115,13 +123,30 @@ def _mrs_options(args) -> dict:
     return {"rho": args.rho} if hasattr(args, "rho") else {}
 
 
-def _attack(args) -> dict:
-    return {
-        "attack": args.attack,
-        "eps": args.eps,
-        "steps": args.attack_steps,
-        "step_size": args.step_size,
-    }
+def train_attack(args):
+    """The training `Attack` of ``--attack``, ``--eps``, ``--attack-steps``
+    and ``--step-size``."""
+    from tf_reweight.robust.attack import Attack
+
+    return Attack(
+        kind=args.attack,
+        epsilon=args.eps,
+        steps=args.attack_steps,
+        step_size=args.step_size,
+    )
+
+
+def eval_attack(args):
+    """The PGD evaluation `Attack` of ``--eps``, ``--eval-steps`` and
+    ``--eval-step-size`` (the MRS probe's too); PGD-10 without them."""
+    from tf_reweight.robust.attack import Attack
+
+    return Attack(
+        kind="pgd",
+        epsilon=args.eps,
+        steps=getattr(args, "eval_steps", None) or 10,
+        step_size=getattr(args, "eval_step_size", None),
+    )
 
 
 def robust_dense(args, train, out: Path, model=None):
@@ -133,22 +158,23 @@ def robust_dense(args, train, out: Path, model=None):
         train: ``(x, y)`` training arrays.
         out: Where ``dense.keras`` is written.
         model: The untrained (or loaded) model from
-            `tf_reweight.cli.main.initial_model`; None builds or loads it here.
+            `tf_reweight.cli.common.initial_model`; None builds or loads it here.
 
     Returns:
         The compiled dense model.
     """
-    from tf_reweight.cli.common import dense_model as _dense_model
-    from tf_reweight.robust.mrpf import adversarial_pretrain
+    from tf_reweight.cli.common import dense_model
+    from tf_reweight.robust.adversarial import adversarial_pretrain
 
-    model = _dense_model(args, train, model)
+    model = dense_model(args, train, model)
     if not args.checkpoint and args.adv_epochs:
-        print(f"Adversarial pretraining: {args.adv_epochs} epochs, {_attack(args)}")
+        attack = train_attack(args)
+        print(f"Adversarial pretraining: {args.adv_epochs} epochs, {attack}")
         adversarial_pretrain(
             model,
             train,
             args.adv_epochs,
-            **_attack(args),
+            attack=attack,
             batch_size=args.batch_size,
             lr=args.lr,
             verbose=args.verbose,
@@ -157,66 +183,11 @@ def robust_dense(args, train, out: Path, model=None):
     return model
 
 
-def measure(
-    model,
-    test,
-    eps: float,
-    steps: int,
-    step_size: float | None = None,
-    restarts: int = 1,
-    limit: int | None = None,
-) -> dict:
-    """Clean accuracy on all of ``test`` and PGD accuracy on its first ``limit``.
-
-    Args:
-        model: A classifier returning logits.
-        test: ``(x, y)`` test arrays, inputs in [0, 1].
-        eps: L-inf radius of PGD.
-        steps: PGD steps.
-        step_size: PGD step size (None: ``min(eps, 2.5 * eps / steps)``).
-        restarts: PGD random restarts (worst case counts).
-        limit: Attack only the first ``limit`` test images (None: all).
-
-    Returns:
-        ``{"accuracy", "robust_accuracy", "eval_samples"}``.
-
-    Example:
-    >>> measure(model, test, eps=0.3, steps=40, step_size=0.01, limit=2000)
-    """
-    import numpy as np
-
-    from tf_reweight.robust.robustness import evaluate_robustness
-
-    x, y = test
-    logits = model.predict(x, batch_size=512, verbose=0)
-    x_attack, y_attack = x[:limit], y[:limit]
-    robust = evaluate_robustness(
-        model,
-        x_attack,
-        y_attack,
-        eps,
-        attacks=("pgd",),
-        pgd_steps=steps,
-        step_size=step_size,
-        restarts=restarts,
-        verbose=0,
-    )
-    return {
-        "accuracy": float(np.mean(np.argmax(logits, -1) == y)),
-        "robust_accuracy": robust["pgd"],
-        "eval_samples": len(x_attack),
-    }
-
-
 def _measure(model, test, args) -> dict:
-    return measure(
-        model,
-        test,
-        args.eps,
-        args.eval_steps,
-        args.eval_step_size,
-        args.eval_restarts,
-        args.eval_limit,
+    from tf_reweight.robust.robustness import measure_robustness
+
+    return measure_robustness(
+        model, test, eval_attack(args), args.eval_restarts, args.eval_limit
     )
 
 
@@ -255,25 +226,24 @@ def prune(args, dense, train):
             args.target,
             phase1_epochs=args.reweight_epochs,
             retrain_epochs=args.retrain_epochs,
-            **_attack(args),
+            attack=train_attack(args),
             **options,
         )
         return result, None
-    attack = _attack(args)
-    attack["attack_steps"] = attack.pop("steps")
     result = mrpf.mrpf(
         dense,
         train,
         train[0][: args.probe_size],
         train[1][: args.probe_size],
         args.target,
+        train_attack(args),
+        probe=_probe_attack(args),
         allocation=args.allocation,
         mode=args.mode,
         finetune_epochs=args.reweight_epochs + args.retrain_epochs,
         phase1_epochs=args.reweight_epochs,
         max_ratio=args.max_ratio,
         mrs_options=_mrs_options(args),
-        **attack,
         **options,
     )
     return result, result.ratios
@@ -318,10 +288,8 @@ def robust(args) -> dict:
         "structure": args.structure,
         "target": args.target,
         "eps": args.eps,
-        "train_attack": f"{args.attack}-{args.attack_steps}"
-        if args.attack == "pgd"
-        else "fgsm-rs",
-        "attack": f"pgd-{args.eval_steps}",
+        "train_attack": train_attack(args).label,
+        "attack": eval_attack(args).label,
         "dense_accuracy": dense_metrics["accuracy"],
         "dense_robust_accuracy": dense_metrics["robust_accuracy"],
         **metrics,
@@ -349,7 +317,7 @@ def robust(args) -> dict:
 def mrs(args) -> dict:
     """``tf-reweight mrs``: writes ``mrs.json``, ``mrs.png``, ``ratios.json``."""
     from tf_reweight.cli.common import initial_model, load_data
-    from tf_reweight.robust.mrpf import mrs_ratios
+    from tf_reweight.robust.allocation import mrs_ratios
     from tf_reweight.robust.sensitivity import module_robustness_sensitivity
 
     out = checks.check_out_dir(args.out)
@@ -359,7 +327,7 @@ def mrs(args) -> dict:
     dense = robust_dense(args, train, out, model)
     x, y = train[0][: args.probe_size], train[1][: args.probe_size]
     table = module_robustness_sensitivity(
-        dense, x, y, args.eps, mode=args.mode, **_mrs_options(args)
+        dense, x, y, _probe_attack(args), mode=args.mode, **_mrs_options(args)
     )
     ratios = mrs_ratios(table, args.target, max_ratio=args.max_ratio)
     table.to_json(str(out / "mrs.json"))

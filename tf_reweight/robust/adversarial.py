@@ -5,7 +5,8 @@
 `tf_reweight.robust.attacks` inside the compiled ``train_step``. Everything else stays
 Keras: the compiled loss and metrics, `model.losses` (weight regularizers such
 as the pruning penalties of `tf_reweight`), the optimizer and its variable
-constraints, callbacks and `.keras` files. The TensorFlow backend is required.
+constraints, callbacks and `.keras` files. `adversarial_pretrain` fits one
+with a cosine learning rate. The TensorFlow backend is required.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ require(__name__, "a tf.GradientTape training step and cleverhans")
 import keras
 import tensorflow as tf
 
+from tf_reweight.core import checks
 from tf_reweight.robust import attacks
+from tf_reweight.robust.attack import Attack
+from tf_reweight.training import recipes
 
-_ATTACKS = ("pgd", "fgsm")
 _LOSS_TYPES = ("ce", "trades")
 
 
@@ -54,14 +57,9 @@ class AdversarialModel(keras.Model):
     Args:
         model: The classifier to train, or None in a subclass that defines
             ``call``.
-        attack: ``"pgd"`` (PGD with random start) or ``"fgsm"`` (FGSM with the
-            random start of Wong et al.).
-        eps: Radius of the perturbation ball, ``>= 0``.
-        step_size: PGD step size, at most ``eps``; defaults to
-            ``min(eps, 2.5 * eps / steps)``. For ``"fgsm"`` the step size,
-            defaulting to ``1.25 * eps``.
-        steps: Number of PGD steps (ignored by ``"fgsm"``).
-        norm: ``"inf"`` or ``2``.
+        attack: The training attack, a `tf_reweight.robust.attack.Attack`;
+            None for ``Attack(kind="pgd", epsilon=0.3, steps=10)``. Its
+            config is saved with the model.
         clean_weight: Weight in ``[0, 1]`` of the clean loss (``"ce"`` only).
         loss_type: ``"ce"`` or ``"trades"``.
         trades_beta: Weight ``>= 0`` of the TRADES KL term.
@@ -73,8 +71,7 @@ class AdversarialModel(keras.Model):
             code of Wong et al. False crafts them in inference mode: with stale
             moving statistics (a freshly pruned network, a short run) those
             examples attack another function, and training loses its
-            robustness (ResNet-20 at 16x: 42% adversarial training accuracy
-            in training mode against 10% clean in inference mode).
+            robustness (see BENCHMARKS.md).
             Evaluation always attacks the inference mode.
         **kwargs: Passed to `keras.Model` (``name``, ``trainable``, ...).
 
@@ -82,7 +79,7 @@ class AdversarialModel(keras.Model):
 
     ```python
     net = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)])
-    model = AdversarialModel(net, attack="pgd", eps=0.1, steps=7)
+    model = AdversarialModel(net, Attack(kind="pgd", epsilon=0.1, steps=7))
     model.compile(
         "adam",
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -104,22 +101,21 @@ class AdversarialModel(keras.Model):
     def __init__(
         self,
         model: keras.Model | None = None,
-        attack: str = "pgd",
-        eps: float = 0.3,
-        step_size: float | None = None,
-        steps: int = 10,
-        norm: str | int = "inf",
+        attack: Attack | None = None,
         clean_weight: float = 0.0,
         loss_type: str = "ce",
         trades_beta: float = 6.0,
-        clip: tuple[float, float] | None = (0.0, 1.0),
         attack_training: bool = True,
         **kwargs,
     ):
-        _check_options(attack, clean_weight, loss_type, trades_beta)
-        norm = "inf" if attacks.check_norm(norm) == float("inf") else 2
-        attacks.check_budget(eps, step_size, steps, bounded=attack == "pgd")
-        attacks.check_clip(clip)
+        if attack is None:
+            attack = Attack(epsilon=0.3)
+        if not isinstance(attack, Attack):
+            raise ValueError(
+                f"`attack` must be an `Attack` or None. Received: attack={attack!r}"
+            )
+        _check_options(clean_weight, loss_type, trades_beta)
+        checks.check_bool("attack_training", attack_training)
         if model is not None and not isinstance(model, keras.Model):
             raise ValueError(
                 "`model` must be a `keras.Model` (or None in a subclass that "
@@ -128,14 +124,9 @@ class AdversarialModel(keras.Model):
         super().__init__(**kwargs)
         self.model = model
         self.attack = attack
-        self.eps = float(eps)
-        self.step_size = None if step_size is None else float(step_size)
-        self.steps = int(steps)
-        self.norm = norm
         self.clean_weight = float(clean_weight)
         self.loss_type = loss_type
         self.trades_beta = float(trades_beta)
-        self.clip = None if clip is None else tuple(float(c) for c in clip)
         self.attack_training = bool(attack_training)
         self.adv_loss_tracker = keras.metrics.Mean(name="adv_loss")
         self.adv_accuracy = keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy")
@@ -184,17 +175,7 @@ class AdversarialModel(keras.Model):
         if objective == "kl":
             labels = tf.nn.softmax(logits_fn(x))
             loss_fn = _kl_per_example
-        options = dict(
-            step_size=self.step_size, norm=self.norm, clip=self.clip, loss_fn=loss_fn
-        )
-        if self.attack == "pgd":
-            x_adv = attacks.pgd(
-                logits_fn, x, labels, self.eps, steps=self.steps, **options
-            )
-        else:
-            x_adv = attacks.fgsm(
-                logits_fn, x, labels, self.eps, rand_init=True, **options
-            )
+        x_adv = attacks.craft(self.attack, logits_fn, x, labels, loss_fn)
         return tf.stop_gradient(x_adv)
 
     def train_step(self, data):
@@ -253,15 +234,10 @@ class AdversarialModel(keras.Model):
             model=None
             if self.model is None
             else keras.saving.serialize_keras_object(self.model),
-            attack=self.attack,
-            eps=self.eps,
-            step_size=self.step_size,
-            steps=self.steps,
-            norm=self.norm,
+            attack=self.attack.get_config(),
             clean_weight=self.clean_weight,
             loss_type=self.loss_type,
             trades_beta=self.trades_beta,
-            clip=None if self.clip is None else list(self.clip),
             attack_training=self.attack_training,
         )
         return config
@@ -273,8 +249,7 @@ class AdversarialModel(keras.Model):
             config["model"] = keras.saving.deserialize_keras_object(
                 config["model"], custom_objects=custom_objects
             )
-        if config.get("clip") is not None:
-            config["clip"] = tuple(config["clip"])
+        config["attack"] = Attack.from_config(config["attack"])
         return cls(**config)
 
     def _check_loss(self) -> None:
@@ -301,23 +276,60 @@ class AdversarialModel(keras.Model):
         return next(m for m in self.metrics if m.name == "loss")
 
 
+def adversarial_pretrain(
+    model: keras.Model,
+    train,
+    epochs: int,
+    *,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    verbose: int = 1,
+    attack: Attack | None = None,
+    **options,
+) -> dict:
+    """Trains ``model`` in place with `AdversarialModel`, cosine learning rate.
+
+    Args:
+        model: A classifier returning logits (clean-pretrained or fresh).
+        train: ``(x, y)`` training arrays, inputs in [0, 1].
+        epochs: Adversarial training epochs (>= 0).
+        batch_size: Batch size.
+        lr: Initial Adam learning rate, decayed by a cosine to ``1e-5``.
+        verbose: Keras verbosity.
+        attack: The training `Attack`; None for `AdversarialModel`'s default.
+        **options: More `AdversarialModel` options (``loss_type``, ...).
+
+    Returns:
+        The Keras history dict (clean and adversarial training accuracy).
+
+    Example:
+    >>> fgsm_rs = Attack(kind="fgsm", epsilon=8 / 255)
+    >>> adversarial_pretrain(model, (x, y), 5, attack=fgsm_rs)
+    """
+    checks.check_int("epochs", epochs, low=0)
+    trainer = AdversarialModel(model, attack, **options)
+    recipes.compile_classifier(trainer, lr)
+    schedule = recipes.two_phase_lr(0, epochs, lr)
+    history = trainer.fit(
+        *train,
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=verbose,
+        callbacks=[keras.callbacks.LearningRateScheduler(schedule)],
+    )
+    return history.history
+
+
 def _kl_per_example(labels, logits):
     """KL(labels || softmax(logits)) per example: the TRADES attack loss."""
     log_p = tf.nn.log_softmax(logits)
     return tf.reduce_sum(labels * (tf.math.log(labels + 1e-12) - log_p), axis=-1)
 
 
-def _check_options(attack, clean_weight, loss_type, trades_beta) -> None:
-    if attack not in _ATTACKS:
-        raise ValueError(
-            f"Unknown attack. Expected one of {_ATTACKS}. Received: attack={attack!r}"
-        )
-    if loss_type not in _LOSS_TYPES:
-        raise ValueError(
-            f"Unknown loss type. Expected one of {_LOSS_TYPES}. "
-            f"Received: loss_type={loss_type!r}"
-        )
-    if not attacks.is_number(clean_weight) or not 0.0 <= clean_weight <= 1.0:
+def _check_options(clean_weight, loss_type, trades_beta) -> None:
+    checks.check_choice("loss_type", loss_type, _LOSS_TYPES)
+    checks.check_number("clean_weight", clean_weight, 0.0)
+    if clean_weight > 1.0:
         raise ValueError(
             "`clean_weight` must be a number in [0, 1]. "
             f"Received: clean_weight={clean_weight!r}"
@@ -327,8 +339,4 @@ def _check_options(attack, clean_weight, loss_type, trades_beta) -> None:
             "`clean_weight` applies to loss_type='ce' only; TRADES weighs its "
             f"terms with `trades_beta`. Received: clean_weight={clean_weight!r}"
         )
-    if not attacks.is_number(trades_beta) or not trades_beta >= 0:
-        raise ValueError(
-            "`trades_beta` must be a number >= 0. "
-            f"Received: trades_beta={trades_beta!r}"
-        )
+    checks.check_number("trades_beta", trades_beta, 0.0)

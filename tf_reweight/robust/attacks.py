@@ -1,7 +1,8 @@
 """Validated adversarial attacks built on `cleverhans.tf2.attacks`.
 
-`pgd` (Madry et al.) and `fgsm` (Goodfellow et al., optionally with the random
-start of Wong et al.) are thin wrappers over cleverhans that fix its sharp
+`craft` runs a `tf_reweight.robust.attack.Attack` over cleverhans; `pgd`
+(Madry et al.) and `fgsm` (Goodfellow et al., optionally with the random
+start of Wong et al.) are its functional forms. They fix cleverhans' sharp
 edges:
 
 - PGD starts from a uniformly random point of the eps-ball (cleverhans'
@@ -25,7 +26,6 @@ from tf_reweight.core.backend_support import require
 
 require(__name__, "cleverhans")
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -36,7 +36,44 @@ from cleverhans.tf2.attacks.projected_gradient_descent import (
 )
 from cleverhans.tf2.utils import clip_eta, random_lp_vector
 
+from tf_reweight.robust.attack import Attack
+
 Clip = tuple[float, float] | None
+
+
+def craft(attack: Attack, model_fn: Callable, x, y, loss_fn: Callable | None = None):
+    """Runs ``attack`` on a batch: the adversarial examples it finds.
+
+    Args:
+        attack: The `Attack` (kind, epsilon, steps, step size, norm, clip,
+            random start).
+        model_fn: Callable mapping a batch of inputs to logits, e.g. a model.
+        x: Float inputs, shape ``(batch, ...)``.
+        y: True labels: integer class ids of shape ``(batch,)``. With a custom
+            ``loss_fn``, any tensor whose first axis is the batch.
+        loss_fn: Loss to maximize, called as ``loss_fn(labels=y, logits=...)``
+            and returning one value per example. Defaults to the softmax cross
+            entropy with integer labels.
+
+    Returns:
+        The adversarial examples, a float32 tensor shaped like ``x``.
+
+    Raises:
+        ValueError: If ``attack`` is not an `Attack`, or ``x`` or ``y`` is not
+            a batch of float inputs and one integer label per example.
+
+    Example:
+
+    ```python
+    x_adv = craft(Attack(kind="pgd", epsilon=0.3, steps=40), model, x, y)
+    robust_acc = np.mean(np.argmax(model(x_adv), -1) == y)
+    ```
+    """
+    if not isinstance(attack, Attack):
+        raise ValueError(f"`attack` must be an `Attack`. Received: attack={attack!r}")
+    x, y, loss_fn = _prepare(x, y, loss_fn)
+    run = _pgd if attack.kind == "pgd" else _fgsm
+    return run(attack, model_fn, x, y, loss_fn)
 
 
 def pgd(
@@ -56,13 +93,13 @@ def pgd(
     Starting from a random point of the eps-ball around ``x`` (or from ``x``
     itself when ``rand_init=False``, i.e. BIM), takes ``steps`` steepest-ascent
     steps of size ``step_size`` on the loss, projecting back onto the eps-ball
-    and into ``clip`` after each step.
+    and into ``clip`` after each step. The same as `craft` with
+    ``Attack(kind="pgd", ...)``.
 
     Args:
         model_fn: Callable mapping a batch of inputs to logits, e.g. a model.
         x: Float inputs, shape ``(batch, ...)``.
-        y: True labels: integer class ids of shape ``(batch,)``. With a custom
-            ``loss_fn``, any tensor whose first axis is the batch.
+        y: True labels (see `craft`).
         eps: Radius of the perturbation ball, ``>= 0``.
         step_size: Size of one step, at most ``eps``. Defaults to
             ``min(eps, 2.5 * eps / steps)`` (Madry et al.).
@@ -70,9 +107,7 @@ def pgd(
         norm: ``np.inf`` (or ``"inf"``) or ``2``.
         rand_init: Start from a uniform random point of the eps-ball.
         clip: ``(min, max)`` range of valid inputs, or None for no clipping.
-        loss_fn: Loss to maximize, called as ``loss_fn(labels=y, logits=...)``
-            and returning one value per example. Defaults to the softmax cross
-            entropy with integer labels.
+        loss_fn: Loss to maximize (see `craft`).
 
     Returns:
         The adversarial examples, a float32 tensor shaped like ``x``.
@@ -86,33 +121,22 @@ def pgd(
 
     ```python
     x_adv = pgd(model, x, y, eps=0.3, steps=40, step_size=0.01)
-    robust_acc = np.mean(np.argmax(model(x_adv), -1) == y)
     ```
 
     References:
         Madry et al., "Towards Deep Learning Models Resistant to Adversarial
         Attacks", ICLR 2018, https://arxiv.org/abs/1706.06083.
     """
-    norm = check_norm(norm)
-    step_size = check_budget(eps, step_size, steps)
-    check_clip(clip)
-    x, y, loss_fn = _prepare(x, y, loss_fn)
-    clip_min, clip_max = clip if clip is not None else (None, None)
-    return projected_gradient_descent(
-        model_fn,
-        x,
-        eps,
-        step_size,
-        steps,
-        norm,
-        loss_fn=loss_fn,
-        clip_min=clip_min,
-        clip_max=clip_max,
-        y=y,
-        rand_init=rand_init,
-        rand_minmax=eps,
-        sanity_checks=False,
+    attack = Attack(
+        kind="pgd",
+        epsilon=eps,
+        steps=steps,
+        step_size=step_size,
+        norm=norm,
+        clip=clip,
+        random_start=rand_init,
     )
+    return craft(attack, model_fn, x, y, loss_fn)
 
 
 def fgsm(
@@ -132,13 +156,13 @@ def fgsm(
     (Goodfellow et al.). With ``rand_init`` it is the "fast adversarial
     training" attack of Wong et al.: a uniform random start in the eps-ball,
     one step of size ``step_size`` (default ``1.25 * eps``), then projection
-    back onto the eps-ball and into ``clip``.
+    back onto the eps-ball and into ``clip``. The same as `craft` with
+    ``Attack(kind="fgsm", ...)``.
 
     Args:
         model_fn: Callable mapping a batch of inputs to logits, e.g. a model.
         x: Float inputs, shape ``(batch, ...)``.
-        y: True labels: integer class ids of shape ``(batch,)``. With a custom
-            ``loss_fn``, any tensor whose first axis is the batch.
+        y: True labels (see `craft`).
         eps: Radius of the perturbation ball, ``>= 0``.
         rand_init: Start from a uniform random point of the eps-ball.
         step_size: Size of the gradient step. Defaults to ``eps``, or
@@ -146,9 +170,7 @@ def fgsm(
             onto the eps-ball.
         norm: ``np.inf`` (or ``"inf"``) or ``2``.
         clip: ``(min, max)`` range of valid inputs, or None for no clipping.
-        loss_fn: Loss to maximize, called as ``loss_fn(labels=y, logits=...)``
-            and returning one value per example. Defaults to the softmax cross
-            entropy with integer labels.
+        loss_fn: Loss to maximize (see `craft`).
 
     Returns:
         The adversarial examples, a float32 tensor shaped like ``x``.
@@ -169,22 +191,48 @@ def fgsm(
         Wong et al., "Fast is better than free: Revisiting adversarial
         training", ICLR 2020, https://arxiv.org/abs/2001.03994.
     """
-    norm = check_norm(norm)
-    if step_size is None:
-        step_size = 1.25 * eps if rand_init else eps
-    check_budget(eps, step_size, 1, bounded=False)
-    check_clip(clip)
-    x, y, loss_fn = _prepare(x, y, loss_fn)
+    attack = Attack(
+        kind="fgsm",
+        epsilon=eps,
+        step_size=step_size,
+        norm=norm,
+        clip=clip,
+        random_start=rand_init,
+    )
+    return craft(attack, model_fn, x, y, loss_fn)
+
+
+def _pgd(attack: Attack, model_fn, x, y, loss_fn) -> tf.Tensor:
+    clip_min, clip_max = attack.clip if attack.clip is not None else (None, None)
+    return projected_gradient_descent(
+        model_fn,
+        x,
+        attack.epsilon,
+        attack.resolved_step_size,
+        attack.steps,
+        attack.ord,
+        loss_fn=loss_fn,
+        clip_min=clip_min,
+        clip_max=clip_max,
+        y=y,
+        rand_init=attack.random_start,
+        rand_minmax=attack.epsilon,
+        sanity_checks=False,
+    )
+
+
+def _fgsm(attack: Attack, model_fn, x, y, loss_fn) -> tf.Tensor:
+    clip, eps, norm = attack.clip, attack.epsilon, attack.ord
     clip_min, clip_max = clip if clip is not None else (None, None)
     start = x
-    if rand_init:
+    if attack.random_start:
         start = x + random_lp_vector(tf.shape(x), norm, eps, dtype=x.dtype)
         if clip is not None:
             start = tf.clip_by_value(start, clip_min, clip_max)
     x_adv = fast_gradient_method(
         model_fn,
         start,
-        step_size,
+        attack.resolved_step_size,
         norm,
         loss_fn=loss_fn,
         clip_min=clip_min,
@@ -196,89 +244,6 @@ def fgsm(
     if clip is not None:
         x_adv = tf.clip_by_value(x_adv, clip_min, clip_max)
     return x_adv
-
-
-def check_norm(norm) -> float:
-    """Returns ``np.inf`` or ``2`` for a supported norm, else raises.
-
-    Args:
-        norm: ``np.inf``, ``"inf"`` or ``2``.
-
-    Returns:
-        The norm as a number, ready for cleverhans.
-
-    Raises:
-        ValueError: For any other norm.
-
-    Example:
-    >>> check_norm("inf"), check_norm(2)
-    (inf, 2)
-    """
-    if isinstance(norm, str) and norm.strip().lower() == "inf":
-        return np.inf
-    if not isinstance(norm, str | bool) and norm in (np.inf, 2):
-        return np.inf if norm == np.inf else 2
-    raise ValueError(
-        f"Unsupported attack norm. Expected np.inf, 'inf' or 2. Received: norm={norm!r}"
-    )
-
-
-def check_budget(
-    eps: float, step_size: float | None, steps: int, bounded: bool = True
-) -> float:
-    """Validates an attack budget and returns the step size to use.
-
-    Args:
-        eps: Radius of the perturbation ball; must be finite and ``>= 0``.
-        step_size: Step size, or None for ``min(eps, 2.5 * eps / steps)``.
-        steps: Number of steps; must be an integer ``>= 1``.
-        bounded: Whether the step may not exceed ``eps`` (PGD).
-
-    Returns:
-        The step size.
-
-    Raises:
-        ValueError: If a value is out of range.
-
-    Example:
-    >>> check_budget(0.3, None, 10)  # Madry et al.'s 2.5 * eps / steps.
-    0.075
-    """
-    if not is_number(eps) or not eps >= 0 or not math.isfinite(eps):
-        raise ValueError(
-            "`eps` must be a finite number >= 0 (the radius of the "
-            f"perturbation ball). Received: eps={eps!r}"
-        )
-    check_positive_int(steps, "steps")
-    if step_size is None:
-        return min(eps, 2.5 * eps / steps)
-    if not is_number(step_size) or not step_size >= 0:
-        raise ValueError(
-            f"`step_size` must be a number >= 0. Received: step_size={step_size!r}"
-        )
-    if bounded and step_size > eps:
-        raise ValueError(
-            "`step_size` must not exceed `eps`: PGD projects every step back "
-            f"onto the eps-ball. Received: step_size={step_size!r}, eps={eps!r}"
-        )
-    return float(step_size)
-
-
-def check_clip(clip: Clip) -> None:
-    """Raises `ValueError` unless ``clip`` is None or ``(min, max)``, min < max."""
-    if clip is None:
-        return
-    ok = (
-        isinstance(clip, tuple | list)
-        and len(clip) == 2
-        and all(is_number(c) for c in clip)
-        and clip[0] < clip[1]
-    )
-    if not ok:
-        raise ValueError(
-            "`clip` must be None or a pair (min, max) of numbers with min < max. "
-            f"Received: clip={clip!r}"
-        )
 
 
 def check_labels(x, y) -> None:
@@ -304,33 +269,6 @@ def _check_batch(x: tf.Tensor, y: tf.Tensor) -> None:
             "`y` must have one entry per example of `x`. Received: "
             f"y with shape={y.shape} for x with shape={x.shape}"
         )
-
-
-def check_positive_int(value, name: str) -> int:
-    """Returns ``value`` as an int if it is an integer ``>= 1``, else raises.
-
-    Args:
-        value: The value to check.
-        name: The argument name used in the error message.
-
-    Returns:
-        The value as a Python int.
-
-    Raises:
-        ValueError: If ``value`` is not an integer ``>= 1`` (bools included).
-    """
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(
-            f"`{name}` must be an integer >= 1. Received: {name}={value!r}"
-        )
-    return int(value)
-
-
-def is_number(value) -> bool:
-    """Whether ``value`` is a real scalar (Python or NumPy), bools excluded."""
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool
-    )
 
 
 def _prepare(x, y, loss_fn):

@@ -32,42 +32,24 @@ import time
 import keras
 
 from tf_reweight.callbacks import HardPrune, SparsityMonitor
-from tf_reweight.core import budget, structures
+from tf_reweight.core import budget, checks, structures
 from tf_reweight.core.layouts import kernel_layouts
 from tf_reweight.pruning import api, sparsity
 from tf_reweight.pruning.operations import hard_prune
 from tf_reweight.robust.adversarial import AdversarialModel
+from tf_reweight.robust.allocation import allocate_ratios, default_max_ratio
+from tf_reweight.robust.attack import Attack
 from tf_reweight.robust.sensitivity import (
     SensitivityTable,
-    _select_layers,
-    allocate_ratios,
     module_robustness_sensitivity,
+    prunable_layers,
 )
 from tf_reweight.training import recipes
 
 ALLOCATIONS = ("mrs", "uniform")
 
-#: No layer keeps less than ``1 / MAX_RATE_FACTOR`` of the global keep fraction
-#: by default: at a 16x global rate, no layer is pruned beyond 64x.
-MAX_RATE_FACTOR = 4.0
-
-
-def default_max_ratio(target: float) -> float:
-    """The default highest per-layer sparsity for a global sparsity ``target``.
-
-    ``1 - (1 - target) / MAX_RATE_FACTOR``: a layer is compressed at most
-    `MAX_RATE_FACTOR` times more than the model. Without such a cap a small
-    layer that MRS finds insensitive (a first convolution of a few hundred
-    weights, say) can be driven to a handful of weights, which costs little
-    of the budget but cuts the signal path of the whole network.
-
-    Args:
-        target: Global sparsity in (0, 1).
-
-    Returns:
-        A sparsity in [target, 1).
-    """
-    return 1.0 - (1.0 - target) / MAX_RATE_FACTOR
+#: `adversarial_prune`'s training attack: PGD-7 at L-inf radius 0.3 (MNIST).
+DEFAULT_ATTACK = Attack(kind="pgd", epsilon=0.3, steps=7)
 
 
 def bounded_option(method: str, bounded: bool | None = None) -> dict:
@@ -134,14 +116,6 @@ class MRPFResult:
         return 1.0 - nonzeros / weights
 
 
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(
-            f"`{name}` must be an integer >= {low}. Received: {name}={value!r}"
-        )
-    return value
-
-
 def adversarial_prune(
     model: keras.Model,
     train,
@@ -154,10 +128,7 @@ def adversarial_prune(
     retrain_epochs: int = 2,
     batch_size: int = 128,
     lr: float = 1e-3,
-    attack: str = "pgd",
-    eps: float = 0.3,
-    steps: int = 7,
-    step_size: float | None = None,
+    attack: Attack = DEFAULT_ATTACK,
     validation_data=None,
     verbose: int = 1,
     method_options: dict | None = None,
@@ -168,7 +139,7 @@ def adversarial_prune(
     """`tf_reweight.training.recipes.prune`, with every epoch trained adversarially.
 
     The pruned copy of ``model`` is wrapped in an `AdversarialModel` (Madry
-    et al. objective with ``attack``, ``eps``, ``steps``, ``step_size``) and
+    et al. objective with ``attack``) and
     fit for ``phase1_epochs + retrain_epochs`` epochs with the method's
     callbacks, `HardPrune` after phase 1 (at the start for
     ``"magnitude"``), the `recipes.two_phase_lr` schedule and
@@ -180,10 +151,9 @@ def adversarial_prune(
 
     Reweighting is *bounded* here by default (``bounded=True``): the groups
     the target keeps are exempt from the penalty from the first refresh on,
-    so adversarial training only presses the groups that will be pruned. On
-    LeNet-5 / MNIST at 16x (eps 0.3, PGD-40, ``benchmarks/robust.py``, two
-    seeds) that kept 59.2 and 60.1% robust accuracy against 54.6 and 56.2%
-    unbounded, while clean pruning (`recipes.prune`) does better unbounded.
+    so adversarial training only presses the groups that will be pruned
+    (adversarial pruning gains from it, clean pruning does not: see
+    BENCHMARKS.md).
 
     Args:
         model: A trained dense Keras model (left unchanged).
@@ -196,10 +166,7 @@ def adversarial_prune(
         retrain_epochs: Epochs of masked adversarial retraining.
         batch_size: Batch size.
         lr: Adam learning rate of phase 1 and start of phase 2.
-        attack: Training attack, ``"pgd"`` or ``"fgsm"`` (FGSM-RS).
-        eps: L-inf radius of the training attack.
-        steps: PGD steps (ignored by ``"fgsm"``).
-        step_size: Attack step size; None for `AdversarialModel`'s default.
+        attack: The training `Attack` (default `DEFAULT_ATTACK`).
         validation_data: Optional ``(x, y)``; the logs then also hold
             ``val_adv_accuracy`` under the training attack.
         verbose: Keras verbosity.
@@ -209,15 +176,17 @@ def adversarial_prune(
             inputs (True: all of them); None or False to keep them.
         bounded: Bounded reweighting (see `ReweightedGroupPenalty`); None
             for True with ``method="reweighted"``. Other methods take None.
-        **apply_kwargs: More `tf_reweight.apply` arguments.
+        **apply_kwargs: More `tf_reweight.apply` arguments (reweighting's
+            ``eps``, ...).
 
     Returns:
         A `tf_reweight.training.recipes.PruneResult` whose ``model`` is the pruned
         model itself (not the `AdversarialModel` around it).
 
     Example:
-    >>> result = adversarial_prune(dense, (x, y), "16x", eps=0.3, steps=7)
-    >>> evaluate_robustness(result.model, x_test, y_test, eps=0.3)
+    >>> pgd7 = Attack(kind="pgd", epsilon=0.3, steps=7)
+    >>> result = adversarial_prune(dense, (x, y), "16x", attack=pgd7)
+    >>> evaluate_robustness(result.model, x_test, y_test, pgd7)
 
     References:
         Madry et al., "Towards Deep Learning Models Resistant to Adversarial
@@ -226,15 +195,14 @@ def adversarial_prune(
         training).
     """
     recipes._check_epochs(phase1_epochs=phase1_epochs, retrain_epochs=retrain_epochs)
-    adversarial = dict(attack=attack, eps=eps, steps=steps, step_size=step_size)
-    AdversarialModel(None, **adversarial)  # Validates the attack settings.
+    AdversarialModel(None, attack)  # Validates the attack.
     apply_kwargs.update(bounded_option(method, bounded))
     setup, callbacks, prune_epoch = recipes._setup(
         method, penalty, method_options, apply_kwargs
     )
     calibration = recipes._check_recalibrate(recalibrate_bn, model, train[0])
     pruned = api.apply(model, structure, target, **setup, **apply_kwargs)
-    trainer = AdversarialModel(pruned, **adversarial)
+    trainer = AdversarialModel(pruned, attack)
     recipes.compile_classifier(trainer, lr)
     epochs = phase1_epochs + retrain_epochs
     if prune_epoch is None:
@@ -258,88 +226,15 @@ def adversarial_prune(
     )
 
 
-def adversarial_pretrain(
-    model: keras.Model,
-    train,
-    epochs: int,
-    *,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    verbose: int = 1,
-    **attack,
-) -> dict:
-    """Trains ``model`` in place with `AdversarialModel`, cosine learning rate.
-
-    Args:
-        model: A classifier returning logits (clean-pretrained or fresh).
-        train: ``(x, y)`` training arrays, inputs in [0, 1].
-        epochs: Adversarial training epochs (>= 0).
-        batch_size: Batch size.
-        lr: Initial Adam learning rate, decayed by a cosine to ``1e-5``.
-        verbose: Keras verbosity.
-        **attack: `AdversarialModel` options: ``attack`` (``"pgd"`` or
-            ``"fgsm"``), ``eps``, ``steps``, ``step_size``, ``loss_type``, ...
-
-    Returns:
-        The Keras history dict (clean and adversarial training accuracy).
-
-    Example:
-    >>> adversarial_pretrain(model, (x, y), 5, attack="fgsm", eps=8 / 255)
-    """
-    _check_int("epochs", epochs, 0)
-    trainer = AdversarialModel(model, **attack)
-    recipes.compile_classifier(trainer, lr)
-    schedule = recipes.two_phase_lr(0, epochs, lr)
-    history = trainer.fit(
-        *train,
-        epochs=epochs,
-        batch_size=batch_size,
-        verbose=verbose,
-        callbacks=[keras.callbacks.LearningRateScheduler(schedule)],
-    )
-    return history.history
-
-
-def mrs_ratios(
-    table: SensitivityTable,
-    target,
-    *,
-    max_ratio: float | None = None,
-    min_ratio: float = 0.0,
-    temperature: float = 1.0,
-) -> dict[str, float]:
-    """Per-layer sparsities from an MRS table, with `mrpf`'s defaults.
-
-    Args:
-        table: A `SensitivityTable`.
-        target: Global sparsity or rate string over the table's layers.
-        max_ratio: Highest sparsity of a layer; None for `default_max_ratio`.
-        min_ratio: Lowest sparsity of a layer.
-        temperature: Spread of the ratios (see `allocate_ratios`).
-
-    Returns:
-        ``{layer: sparsity}`` keeping exactly ``round((1 - target) * total)``
-        weights.
-
-    Example:
-    >>> mrs_ratios(SensitivityTable.from_json("mrs.json"), "16x")
-    """
-    sparsity = budget.parse_target(target)
-    if max_ratio is None:
-        max_ratio = default_max_ratio(sparsity)
-    return allocate_ratios(
-        table.scores, table.sizes, sparsity, min_ratio, max_ratio, temperature
-    )
-
-
 def mrpf(
     model: keras.Model,
     train,
     x_probe,
     y_probe,
     target,
-    eps: float,
+    attack: Attack,
     *,
+    probe: Attack | None = None,
     structure="unstructured",
     method: str = "reweighted",
     allocation: str = "mrs",
@@ -347,10 +242,6 @@ def mrpf(
     finetune_epochs: int = 4,
     phase1_epochs: int | None = None,
     penalty: float | None = None,
-    attack: str = "pgd",
-    attack_steps: int = 7,
-    step_size: float | None = None,
-    probe_steps: int = 10,
     max_ratio: float | None = None,
     min_ratio: float = 0.0,
     temperature: float = 1.0,
@@ -363,12 +254,13 @@ def mrpf(
     method_options: dict | None = None,
     recalibrate_bn: int | bool | None = None,
     bounded: bool | None = None,
+    **apply_kwargs,
 ) -> MRPFResult:
     """MRS-guided pruning with adversarial fine-tuning (MRPF).
 
     Measures the MRS of each selected layer on ``(x_probe, y_probe)``
-    (adversarial examples at ``eps``, see
-    `tf_reweight.robust.sensitivity.module_robustness_sensitivity`), allocates
+    (adversarial examples of ``probe``, pruning in the run's ``structure``,
+    see `tf_reweight.robust.sensitivity.module_robustness_sensitivity`), allocates
     per-layer sparsities with `allocate_ratios` so that exactly
     ``round((1 - target) * total)`` weights of the selected layers stay,
     sensitive layers pruned less, then prunes and fine-tunes adversarially
@@ -388,35 +280,23 @@ def mrpf(
         y_probe: Their integer labels.
         target: Global sparsity in (0, 1) or rate string (``"16x"``) over the
             selected layers' kernels.
-        eps: L-inf radius of the MRS probe attack and of the training attack.
+        attack: The training `Attack`.
+        probe: The `Attack` of the MRS probe; None for PGD-10 at
+            ``attack``'s epsilon, norm and clip (default step size).
         structure: Sparsity structure (see `tf_reweight.apply`).
-        method: ``"reweighted"`` (reweighted penalty with `Reweight` during
-            the first ``phase1_epochs``, then `HardPrune` and masked
-            retraining) or ``"magnitude"`` (one-shot magnitude prune, then
-            adversarial retraining for all epochs); also ``"admm"`` or
-            ``"group_lasso"`` (`tf_reweight.training.recipes.METHODS`).
+        method: One of `tf_reweight.training.recipes.METHODS` (see
+            `adversarial_prune`).
         allocation: ``"mrs"`` or ``"uniform"``.
         mode: MRS probe: ``"prune"`` (the adversarial loss increase when
             half of a layer's weights, the smallest, are zeroed) or
             ``"perturb"`` (worst-case weight perturbation of 5% of the layer's
             norm). ``"prune"`` is the default because it measures what
-            pruning does: on an adversarially trained LeNet-5 (MNIST, eps
-            0.3, 16x) the perturbation probe rates the 400k-weight ``fc1``
-            most sensitive, since 5% of its norm spread over all its weights
-            is a large change, and starves the three small layers (PGD-40
-            accuracy 38.7% vs 52.5% uniform), while the pruning probe gives
-            59.6% (``benchmarks/robust.py``).
+            pruning does (see BENCHMARKS.md).
         finetune_epochs: Total adversarial fine-tuning epochs.
         phase1_epochs: Penalized epochs among them; defaults to half.
         penalty: The method's penalty; None for its default.
-        attack: Training attack, ``"pgd"`` or ``"fgsm"`` (FGSM-RS).
-        attack_steps: PGD steps of the training attack.
-        step_size: Training attack step size; None for the default.
-        probe_steps: PGD steps of the MRS probe attack.
         max_ratio: Highest sparsity of a layer, in [sparsity target, 1);
-            None for `default_max_ratio` (a layer is compressed at most 4x
-            more than the model), which keeps small insensitive layers from
-            being starved.
+            None for `tf_reweight.robust.allocation.default_max_ratio`.
         min_ratio: Lowest sparsity of a layer.
         temperature: Spread of the ratios (see `allocate_ratios`).
         layers: Names of the layers to prune; defaults to every prunable
@@ -426,14 +306,13 @@ def mrpf(
         validation_data: Optional ``(x, y)`` to monitor during fine-tuning.
         verbose: Keras verbosity.
         mrs_options: More `module_robustness_sensitivity` arguments
-            (``rho``, ``ascent_steps``, ``probe_ratio``, ``step_size``).
+            (``rho``, ``ascent_steps``, ``probe_ratio``).
         method_options: Keyword arguments of the method's phase-1 callback
             (for ADMM, ``{"rho_factor": 1.5}``).
-        recalibrate_bn: After fine-tuning, recompute the BatchNorm moving
-            statistics on this many clean training inputs (see
-            `adversarial_prune`); None or False to keep them.
-        bounded: Bounded reweighting; None for `adversarial_prune`'s
-            default (True with ``method="reweighted"``).
+        recalibrate_bn: As in `adversarial_prune`.
+        bounded: As in `adversarial_prune`.
+        **apply_kwargs: More `tf_reweight.apply` arguments (reweighting's
+            ``eps``, ...).
 
     Returns:
         An `MRPFResult` (pruned model, MRS table, ratios, history).
@@ -443,9 +322,10 @@ def mrpf(
             training.
 
     Example:
-    >>> result = mrpf(robust_dense, (x, y), x[:256], y[:256], "16x", eps=0.3)
+    >>> pgd7 = Attack(kind="pgd", epsilon=0.3, steps=7)
+    >>> result = mrpf(robust_dense, (x, y), x[:256], y[:256], "16x", pgd7)
     >>> result.ratios
-    {'conv1': 0.74, 'conv2': 0.9, 'fc1': 0.95, 'logits': 0.81}
+    {'conv1': ..., 'conv2': ..., 'fc1': ..., 'logits': ...}
     >>> result.model.save("mrpf.keras")
 
     References:
@@ -456,29 +336,30 @@ def mrpf(
     """
     api.check_model(model)
     sparsity = budget.parse_target(target)
-    if allocation not in ALLOCATIONS:
-        raise ValueError(
-            f"Unknown allocation. Expected one of {ALLOCATIONS}. "
-            f"Received: allocation={allocation!r}"
-        )
-    _check_int("finetune_epochs", finetune_epochs, 0)
+    checks.check_choice("allocation", allocation, ALLOCATIONS)
+    checks.check_int("finetune_epochs", finetune_epochs, low=0)
     if phase1_epochs is None:
         phase1_epochs = finetune_epochs // 2
-    if _check_int("phase1_epochs", phase1_epochs, 0) > finetune_epochs:
+    if checks.check_int("phase1_epochs", phase1_epochs, low=0) > finetune_epochs:
         raise ValueError(
             "`phase1_epochs` must be at most `finetune_epochs`. Received: "
             f"phase1_epochs={phase1_epochs}, finetune_epochs={finetune_epochs}"
         )
     if max_ratio is None:
         max_ratio = default_max_ratio(sparsity)
-    if not isinstance(max_ratio, int | float) or not sparsity <= max_ratio < 1:
+    if not sparsity <= checks.check_number("max_ratio", max_ratio) < 1:
         raise ValueError(
             "`max_ratio` must lie in [target, 1): a layer cannot lose every "
             f"weight. Received: max_ratio={max_ratio!r}, target={sparsity}"
         )
     structures.get(structure)
     recipes._setup(method, penalty, method_options, bounded_option(method, bounded))
-    AdversarialModel(None, attack, eps, step_size, attack_steps)
+    AdversarialModel(None, attack)  # Validates the attack.
+    if probe is None:
+        probe = Attack(
+            kind="pgd", epsilon=attack.epsilon, norm=attack.norm, clip=attack.clip
+        )
+    AdversarialModel(None, probe)
     recipes._check_recalibrate(recalibrate_bn, model, train[0])
     if allocation == "mrs" and (x_probe is None or y_probe is None):
         raise ValueError(
@@ -486,16 +367,16 @@ def mrpf(
             "Received: None"
         )
     start = time.perf_counter()
-    selected = _select_layers(model, layers)
+    selected = prunable_layers(model, layers)
     if allocation == "mrs":
         table = module_robustness_sensitivity(
             model,
             x_probe,
             y_probe,
-            eps,
+            probe,
             mode=mode,
-            attack_steps=probe_steps,
             layers=[name for name, _ in selected],
+            structure=structure,
             **(mrs_options or {}),
         )
         scores, sizes = table.scores, table.sizes
@@ -517,9 +398,6 @@ def mrpf(
         phase1_epochs=phase1_epochs,
         retrain_epochs=finetune_epochs - phase1_epochs,
         attack=attack,
-        eps=eps,
-        steps=attack_steps,
-        step_size=step_size,
         batch_size=batch_size,
         lr=lr,
         validation_data=validation_data,
@@ -527,6 +405,7 @@ def mrpf(
         method_options=method_options,
         recalibrate_bn=recalibrate_bn,
         bounded=bounded,
+        **apply_kwargs,
     )
     return MRPFResult(
         model=result.model,
@@ -541,7 +420,7 @@ def mrpf(
     )
 
 
-def uniform(model: keras.Model, train, target, eps: float, **kwargs) -> MRPFResult:
+def uniform(model: keras.Model, train, target, attack: Attack, **kwargs) -> MRPFResult:
     """The uniform control of `mrpf`: every layer pruned to the same sparsity.
 
     Same global target (exact count of kept weights), same fine-tuning, no
@@ -551,14 +430,16 @@ def uniform(model: keras.Model, train, target, eps: float, **kwargs) -> MRPFResu
         model: A trained dense classifier returning logits (left unchanged).
         train: ``(x, y)`` training arrays.
         target: Global sparsity or rate string.
-        eps: L-inf radius of the training attack.
+        attack: The training `Attack`.
         **kwargs: Other `mrpf` arguments (``method``, ``finetune_epochs``,
-            ``attack``, ``layers``, ...).
+            ``layers``, ...).
 
     Returns:
         An `MRPFResult` with ``table=None``.
 
     Example:
-    >>> control = uniform(robust_dense, (x, y), "16x", eps=0.3)
+    >>> control = uniform(robust_dense, (x, y), "16x", Attack(epsilon=0.3))
     """
-    return mrpf(model, train, None, None, target, eps, allocation="uniform", **kwargs)
+    return mrpf(
+        model, train, None, None, target, attack, allocation="uniform", **kwargs
+    )

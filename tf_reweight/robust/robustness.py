@@ -1,4 +1,8 @@
-"""Robust accuracy of a classifier under FGSM and multi-restart PGD."""
+"""Robust accuracy of a classifier under FGSM and multi-restart PGD.
+
+`evaluate_robustness` reports clean, FGSM and PGD accuracies;
+`measure_robustness` is the clean-plus-PGD summary of a run.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from tf_reweight.core import checks
 from tf_reweight.robust import attacks as _attacks
+from tf_reweight.robust.attack import Attack
 
 ATTACKS = ("clean", "fgsm", "pgd")
 
@@ -20,55 +26,49 @@ def evaluate_robustness(
     model: keras.Model,
     x,
     y,
-    eps: float,
+    attack: Attack,
     attacks: Sequence[str] = ATTACKS,
-    pgd_steps: int = 10,
-    step_size: float | None = None,
     restarts: int = 1,
-    norm: float | str = np.inf,
     batch_size: int = 256,
-    clip: tuple[float, float] | None = (0.0, 1.0),
     verbose: int = 1,
 ) -> dict[str, float]:
     """Accuracy of ``model`` on clean inputs and under white-box attacks.
 
     - ``"clean"``: accuracy on ``x``;
-    - ``"fgsm"``: accuracy under FGSM (one step of size ``eps``, no random
-      start);
-    - ``"pgd"``: accuracy under PGD-``pgd_steps`` with a random start. With
-      several ``restarts`` an example counts as robust only if the model
-      classifies all of its restarts correctly (worst case over restarts).
+    - ``"fgsm"``: accuracy under FGSM at ``attack``'s epsilon, norm and clip
+      (one step of size ``epsilon``, no random start);
+    - ``"pgd"``: accuracy under ``attack`` (``attack.steps`` steps, its step
+      size and random start). With several ``restarts`` an example counts as
+      robust only if the model classifies all of its restarts correctly
+      (worst case over restarts).
 
     Args:
         model: A built classifier returning logits, run in inference mode.
-        x: Float inputs in the ``clip`` range, shape ``(n, ...)``.
+        x: Float inputs in the attack's ``clip`` range, shape ``(n, ...)``.
         y: Integer class ids, shape ``(n,)``.
-        eps: Radius of the perturbation ball, ``>= 0``.
+        attack: The `Attack` of ``"pgd"``, e.g.
+            ``Attack(kind="pgd", epsilon=0.3, steps=40, step_size=0.01)``;
+            its epsilon, norm and clip also set ``"fgsm"``.
         attacks: Which accuracies to compute, a subset of
             ``("clean", "fgsm", "pgd")``.
-        pgd_steps: PGD steps, ``>= 1``.
-        step_size: PGD step size, at most ``eps``. Defaults to
-            ``min(eps, 2.5 * eps / pgd_steps)``.
         restarts: PGD random restarts, ``>= 1``.
-        norm: ``np.inf`` (or ``"inf"``) or ``2``.
         batch_size: Examples per attack batch.
-        clip: ``(min, max)`` range of valid inputs, or None.
         verbose: 0 for silence, 1 for a progress bar.
 
     Returns:
         A dict mapping each requested attack name to an accuracy in [0, 1].
 
     Raises:
-        ValueError: If an attack name is unknown or repeated, ``x`` and ``y``
-            disagree, ``x`` leaves the ``clip`` range, or a budget parameter
-            is out of range.
+        ValueError: If an attack name is unknown or repeated, ``attack`` is
+            not a PGD `Attack`, ``x`` and ``y`` disagree, ``x`` leaves the
+            ``clip`` range, or ``restarts`` or ``batch_size`` is below 1.
 
     Example:
 
     ```python
-    evaluate_robustness(model, x_test, y_test, eps=0.3, pgd_steps=40,
-                        step_size=0.01, restarts=5)
-    # {'clean': 0.98, 'fgsm': 0.95, 'pgd': 0.91}
+    pgd40 = Attack(kind="pgd", epsilon=0.3, steps=40, step_size=0.01)
+    evaluate_robustness(model, x_test, y_test, pgd40, restarts=5)
+    # {'clean': ..., 'fgsm': ..., 'pgd': ...}
     ```
 
     References:
@@ -76,11 +76,20 @@ def evaluate_robustness(
         Attacks", ICLR 2018, https://arxiv.org/abs/1706.06083.
     """
     names = _check_attack_names(attacks)
-    step_size = _attacks.check_budget(eps, step_size, pgd_steps)
-    norm = _attacks.check_norm(norm)
-    _attacks.check_clip(clip)
-    _attacks.check_positive_int(restarts, "restarts")
-    _attacks.check_positive_int(batch_size, "batch_size")
+    if not isinstance(attack, Attack) or attack.kind != "pgd":
+        raise ValueError(
+            f"`attack` must be an `Attack` of kind 'pgd'. Received: attack={attack!r}"
+        )
+    checks.check_int("restarts", restarts, low=1)
+    checks.check_int("batch_size", batch_size, low=1)
+    fgsm = Attack(
+        kind="fgsm",
+        epsilon=attack.epsilon,
+        norm=attack.norm,
+        clip=attack.clip,
+        random_start=False,
+    )
+    clip = attack.clip
     x = np.asarray(x, np.float32)
     y = np.asarray(y)
     _attacks.check_labels(x, y)
@@ -100,16 +109,12 @@ def evaluate_robustness(
         return np.argmax(model(inputs, training=False), -1) == labels
 
     def fgsm_correct(inputs, labels):
-        adv = _attacks.fgsm(model, inputs, labels, eps, norm=norm, clip=clip)
-        return correct(adv, labels)
+        return correct(_attacks.craft(fgsm, model, inputs, labels), labels)
 
     def pgd_correct(inputs, labels):
         robust = np.ones(len(labels), bool)
         for _ in range(restarts):
-            adv = _attacks.pgd(
-                model, inputs, labels, eps, step_size, pgd_steps, norm, clip=clip
-            )
-            robust &= correct(adv, labels)
+            robust &= correct(_attacks.craft(attack, model, inputs, labels), labels)
         return robust
 
     fns = {"clean": correct, "fgsm": fgsm_correct, "pgd": pgd_correct}
@@ -125,6 +130,50 @@ def evaluate_robustness(
         seen = start + len(xb)
         bar.update(i + 1, [(n, hits[n] / seen) for n in names])
     return {n: hits[n] / len(x) for n in names}
+
+
+def measure_robustness(
+    model: keras.Model,
+    test,
+    attack: Attack,
+    restarts: int = 1,
+    limit: int | None = None,
+) -> dict:
+    """Clean accuracy on all of ``test`` and PGD accuracy on its first ``limit``.
+
+    Args:
+        model: A classifier returning logits.
+        test: ``(x, y)`` test arrays, inputs in the attack's ``clip`` range.
+        attack: The PGD `Attack`.
+        restarts: PGD random restarts (worst case counts).
+        limit: Attack only the first ``limit`` test images (None: all).
+
+    Returns:
+        ``{"accuracy", "robust_accuracy", "eval_samples"}``.
+
+    Raises:
+        ValueError: As `evaluate_robustness`, or if ``limit`` is below 1.
+
+    Example:
+
+    ```python
+    pgd40 = Attack(kind="pgd", epsilon=0.3, steps=40, step_size=0.01)
+    measure_robustness(model, (x_test, y_test), pgd40, limit=2000)
+    ```
+    """
+    if limit is not None:
+        checks.check_int("limit", limit, low=1)
+    x, y = test
+    logits = model.predict(x, batch_size=512, verbose=0)
+    x_attack, y_attack = x[:limit], y[:limit]
+    robust = evaluate_robustness(
+        model, x_attack, y_attack, attack, ("pgd",), restarts, verbose=0
+    )
+    return {
+        "accuracy": float(np.mean(np.argmax(logits, -1) == np.asarray(y))),
+        "robust_accuracy": robust["pgd"],
+        "eval_samples": len(x_attack),
+    }
 
 
 def _check_attack_names(names: Sequence[str]) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
-"""Module Robustness Sensitivity (MRS) and sensitivity-aware pruning ratios.
+"""Module Robustness Sensitivity (MRS): how much each layer's robustness costs.
 
-Definition used here. Let ``x_adv`` be PGD adversarial examples for a batch
+Definition used here. Let ``x_adv`` be adversarial examples (an `Attack`) for a batch
 ``(x, y)``, crafted once against the unmodified model, and
 ``L(theta) = CE(y, f_theta(x_adv))`` the adversarial loss on that fixed batch.
 For each prunable layer ``i`` with kernels ``theta_i`` (``kernel``,
@@ -17,14 +17,16 @@ For each prunable layer ``i`` with kernels ``theta_i`` (``kernel``,
   (Frobenius norm over all kernels of the layer);
 - ``mode="prune"``::
 
-      MRS_i = L(theta_i magnitude-pruned at probe_ratio) - L(theta)
+      MRS_i = L(theta_i pruned at probe_ratio) - L(theta)
 
-  the smallest-magnitude ``probe_ratio`` of each kernel set to zero.
+  the smallest ``probe_ratio`` of each kernel's units of the run's
+  structure set to zero (single weights, or whole filters, ...).
 
 Only layer ``i`` changes while it is probed and its kernels are restored
 exactly afterwards. Perturbed kernels pass through their variable constraint,
 so the masks of already pruned layers stay applied. A high MRS marks a module
-whose weights the robustness depends on; `allocate_ratios` prunes it less.
+whose weights the robustness depends on;
+`tf_reweight.robust.allocation.allocate_ratios` prunes it less.
 """
 
 from __future__ import annotations
@@ -36,15 +38,16 @@ require(__name__, "cleverhans attacks and tf.function")
 import dataclasses
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_reweight.core import walker
+from tf_reweight.core import checks, structures, walker
 from tf_reweight.core.layouts import kernel_layouts
 from tf_reweight.robust import attacks
+from tf_reweight.robust.attack import Attack
 
 MODES = ("perturb", "prune")
 
@@ -101,16 +104,13 @@ def module_robustness_sensitivity(
     model: keras.Model,
     x,
     y,
-    eps: float,
+    attack: Attack,
     mode: str = "perturb",
     rho: float = 0.05,
     ascent_steps: int = 3,
     probe_ratio: float = 0.5,
-    attack_steps: int = 10,
-    step_size: float | None = None,
-    norm: float | str = np.inf,
-    clip: tuple[float, float] | None = (0.0, 1.0),
     layers: Sequence[str] | None = None,
+    structure="unstructured",
 ) -> SensitivityTable:
     """Measures the Module Robustness Sensitivity of each prunable layer.
 
@@ -121,19 +121,20 @@ def module_robustness_sensitivity(
         model: A built classifier returning logits.
         x: One probe batch of float inputs (a few hundred examples suffice).
         y: Integer class ids, shape ``(batch,)``.
-        eps: Radius of the PGD perturbation ball for ``x_adv``; 0 probes the
+        attack: The `Attack` that crafts ``x_adv``; ``epsilon=0`` probes the
             clean loss.
         mode: ``"perturb"`` (worst-case relative weight perturbation) or
-            ``"prune"`` (magnitude pruning at ``probe_ratio``).
+            ``"prune"`` (pruning ``probe_ratio`` of each kernel).
         rho: Relative radius of the weight perturbation, ``> 0``.
         ascent_steps: Gradient-ascent steps on the weights, ``>= 1``.
-        probe_ratio: Fraction in (0, 1) of each kernel zeroed by
+        probe_ratio: Fraction in (0, 1) of each kernel's units zeroed by
             ``mode="prune"``.
-        attack_steps: PGD steps for ``x_adv``.
-        step_size: PGD step size; defaults to ``min(eps, 2.5 * eps / steps)``.
-        norm: PGD norm, ``np.inf`` (or ``"inf"``) or ``2``.
-        clip: ``(min, max)`` range of valid inputs, or None.
         layers: Names of the layers to probe; defaults to all prunable ones.
+        structure: The sparsity structure of the run (see
+            `tf_reweight.apply`): ``mode="prune"`` zeroes the smallest units
+            of that structure (whole filters for ``"filter"``), so that the
+            scores rank what the run will prune. Kernels the structure does
+            not apply to are left unpruned. Unused by ``"perturb"``.
 
     Returns:
         A `SensitivityTable`.
@@ -145,9 +146,9 @@ def module_robustness_sensitivity(
     Example:
 
     ```python
-    table = module_robustness_sensitivity(model, x[:256], y[:256], eps=0.1)
+    attack = Attack(kind="pgd", epsilon=0.1)
+    table = module_robustness_sensitivity(model, x[:256], y[:256], attack)
     table.plot("mrs.png")
-    ratios = allocate_ratios(table.scores, table.sizes, target=0.9)
     ```
 
     References:
@@ -156,19 +157,19 @@ def module_robustness_sensitivity(
         Wu et al., "Adversarial Weight Perturbation Helps Robust
         Generalization", NeurIPS 2020, https://arxiv.org/abs/2004.05884.
     """
-    if mode not in MODES:
-        raise ValueError(f"Unknown mode. Expected one of {MODES}. Received: {mode=}")
-    if not attacks.is_number(rho) or not 0 < rho < math.inf:
-        raise ValueError(f"`rho` must be a finite number > 0. Received: rho={rho!r}")
-    attacks.check_positive_int(ascent_steps, "ascent_steps")
-    if not attacks.is_number(probe_ratio) or not 0 < probe_ratio < 1:
+    checks.check_choice("mode", mode, MODES)
+    checks.check_number("rho", rho, 0.0, strict=True)
+    checks.check_int("ascent_steps", ascent_steps, low=1)
+    if checks.check_number("probe_ratio", probe_ratio, 0.0, strict=True) >= 1:
         raise ValueError(
             f"`probe_ratio` must lie in (0, 1). Received: probe_ratio={probe_ratio!r}"
         )
-    step_size = attacks.check_budget(eps, step_size, attack_steps)
-    probed = _select_layers(model, layers)
+    if not isinstance(attack, Attack):
+        raise ValueError(f"`attack` must be an `Attack`. Received: attack={attack!r}")
+    structure = structures.get(structure)
+    probed = prunable_layers(model, layers)
 
-    x_adv = attacks.pgd(model, x, y, eps, step_size, attack_steps, norm, clip=clip)
+    x_adv = attacks.craft(attack, model, x, y)
     y = tf.cast(y, tf.int64)
 
     def adv_loss():
@@ -178,7 +179,8 @@ def module_robustness_sensitivity(
     base = float(adv_loss())
     scores, sizes = {}, {}
     for name, layer in probed:
-        variables = [getattr(layer, lo.attr) for lo in kernel_layouts(layer)]
+        layouts = kernel_layouts(layer)
+        variables = [getattr(layer, lo.attr) for lo in layouts]
         original = [v.numpy() for v in variables]
         try:
             if mode == "perturb":
@@ -186,8 +188,8 @@ def module_robustness_sensitivity(
                     variables, original, rho, ascent_steps, adv_loss
                 )
             else:
-                for v, w in zip(variables, original, strict=True):
-                    _assign(v, _magnitude_prune(w, probe_ratio))
+                for v, w, lo in zip(variables, original, layouts, strict=True):
+                    _assign(v, _prune_units(w, lo, structure, probe_ratio))
             scores[name] = float(adv_loss()) - base
         finally:
             for v, w in zip(variables, original, strict=True):
@@ -196,73 +198,26 @@ def module_robustness_sensitivity(
     return SensitivityTable(scores, sizes, base, mode)
 
 
-def allocate_ratios(
-    scores: Mapping[str, float],
-    sizes: Mapping[str, int],
-    target: float,
-    min_ratio: float = 0.0,
-    max_ratio: float = 0.99,
-    temperature: float = 1.0,
-) -> dict[str, float]:
-    """Per-layer sparsities that meet a global budget, pruning sensitive layers less.
-
-    Scores are min-max normalized to ``s_i`` in [0, 1] (all equal: uniform
-    ratios) and each layer gets ``r_i = clip(c * exp(-s_i / temperature),
-    min_ratio, max_ratio)``; the scale ``c`` is found by bisection so that
-    ``sum(r_i * size_i) / sum(size_i) == target``. The ratios are then rounded
-    to whole weights (largest remainders first, within the bounds) so that
-    exactly ``round((1 - target) * total)`` weights are kept.
+def prunable_layers(
+    model: keras.Model, names: Sequence[str] | None = None
+) -> list[tuple[str, keras.layers.Layer]]:
+    """The prunable layers of ``model`` (`tf_reweight.core.walker` order).
 
     Args:
-        scores: ``{layer: sensitivity}``; higher means prune less.
-        sizes: ``{layer: number of prunable weights}``, same keys, all ``>= 1``.
-        target: Global sparsity in (0, 1).
-        min_ratio: Lowest sparsity of a layer, in [0, max_ratio].
-        max_ratio: Highest sparsity of a layer, in [min_ratio, 1].
-        temperature: ``> 0``; lower values spread the ratios further apart.
+        model: A built model.
+        names: The layers wanted, in this order; None for every prunable one.
 
     Returns:
-        ``{layer: sparsity}``, where each ``sparsity * size`` is an integer.
+        ``[(name, layer), ...]``.
 
     Raises:
-        ValueError: If the keys differ, a size or option is out of range, or
-            the bounds cannot meet ``target``.
+        ValueError: If two prunable layers share a name, the model has none,
+            or a name in ``names`` is not a prunable layer.
 
     Example:
-
-    >>> allocate_ratios({"a": 0.0, "b": 1.0}, {"a": 100, "b": 100}, 0.5)
-    {'a': 0.73, 'b': 0.27}
-
-    References:
-        Bai et al., "Adaptive Pruning with Module Robustness Sensitivity:
-        Balancing Compression and Robustness", https://arxiv.org/abs/2410.15176.
+    >>> [name for name, _ in prunable_layers(model)]
+    ['conv1', 'conv2', 'fc1', 'logits']
     """
-    names = list(scores)
-    _check_allocation(scores, sizes, target, min_ratio, max_ratio, temperature)
-    size = np.array([sizes[n] for n in names], np.int64)
-    s = np.array([scores[n] for n in names], np.float64)
-    spread = s.max() - s.min()
-    s = (s - s.min()) / spread if spread > 0 else np.zeros_like(s)
-    weight = np.exp(-s / temperature)  # In (0, 1], largest for the least sensitive.
-    total = int(size.sum())
-
-    def ratios(c: float) -> np.ndarray:
-        return np.clip(c * weight, min_ratio, max_ratio)
-
-    lo, hi = 0.0, max_ratio / weight.min()
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if ratios(mid) @ size < target * total else (lo, mid)
-    pruned = _round_counts(
-        ratios(hi) * size,
-        total - round((1.0 - target) * total),
-        np.ceil(min_ratio * size - 1e-9).astype(np.int64),
-        np.floor(max_ratio * size + 1e-9).astype(np.int64),
-    )
-    return {n: int(p) / int(k) for n, p, k in zip(names, pruned, size, strict=True)}
-
-
-def _select_layers(model, names):
     found = {}
     for layer in walker.iter_layers(model):
         if kernel_layouts(layer):
@@ -315,66 +270,11 @@ def _worst_case_perturbation(variables, original, rho, steps, loss_fn) -> None:
             _assign(v, w + d)
 
 
-def _magnitude_prune(w: np.ndarray, ratio: float) -> np.ndarray:
-    """``w`` with its ``round(ratio * size)`` smallest magnitudes set to zero."""
-    pruned = w.copy().reshape(-1)
-    pruned[np.argsort(np.abs(pruned), kind="stable")[: round(ratio * w.size)]] = 0
-    return pruned.reshape(w.shape)
-
-
-def _round_counts(values, total, lower, upper) -> np.ndarray:
-    """Integers near ``values`` within bounds that sum to ``total``."""
-    counts = np.clip(np.floor(values + 1e-9), lower, upper).astype(np.int64)
-    while counts.sum() != total:
-        step = 1 if counts.sum() < total else -1
-        room = counts < upper if step > 0 else counts > lower
-        residual = np.where(room, step * (values - counts), -np.inf)
-        counts[int(np.argmax(residual))] += step
-    return counts
-
-
-def _check_allocation(scores, sizes, target, min_ratio, max_ratio, temperature):
-    if not scores or set(scores) != set(sizes):
-        raise ValueError(
-            "`scores` and `sizes` must be non-empty with the same layer names. "
-            f"Received: scores keys={list(scores)}, sizes keys={list(sizes)}"
-        )
-    bad = {n: s for n, s in sizes.items() if not _is_count(s)}
-    if bad:
-        raise ValueError(f"Every size must be an integer >= 1. Received: sizes={bad}")
-    if any(not attacks.is_number(s) or not math.isfinite(s) for s in scores.values()):
-        raise ValueError(f"Every score must be a finite number. Received: {scores=}")
-    if not attacks.is_number(target) or not 0 < target < 1:
-        raise ValueError(f"`target` must lie in (0, 1). Received: target={target!r}")
-    if not attacks.is_number(temperature) or not temperature > 0:
-        raise ValueError(
-            f"`temperature` must be a number > 0. Received: temperature={temperature!r}"
-        )
-    feasible = (
-        attacks.is_number(min_ratio)
-        and attacks.is_number(max_ratio)
-        and 0 <= min_ratio <= target <= max_ratio <= 1
-    )
-    if not feasible:
-        raise ValueError(
-            "The ratio bounds cannot meet the target: expected "
-            "0 <= min_ratio <= target <= max_ratio <= 1. Received: "
-            f"min_ratio={min_ratio!r}, target={target!r}, max_ratio={max_ratio!r}"
-        )
-    total = sum(sizes.values())
-    kept = round((1.0 - target) * total)
-    low = sum(math.ceil(min_ratio * k - 1e-9) for k in sizes.values())
-    high = sum(math.floor(max_ratio * k + 1e-9) for k in sizes.values())
-    if not low <= total - kept <= high:
-        raise ValueError(
-            f"No whole-weight allocation prunes {total - kept} of {total} weights "
-            f"within min_ratio={min_ratio!r} and max_ratio={max_ratio!r}."
-        )
-
-
-def _is_count(value) -> bool:
-    return (
-        isinstance(value, int | np.integer)
-        and not isinstance(value, bool)
-        and value >= 1
-    )
+def _prune_units(w: np.ndarray, layout, structure, ratio: float) -> np.ndarray:
+    """``w`` with the smallest ``ratio`` of its ``structure`` units zeroed."""
+    if not structure.applies_to(layout):
+        return w
+    w4 = layout.to_canonical(w)
+    keep = structure.num_units(w4.shape) - round(ratio * structure.num_units(w4.shape))
+    mask = structure.project(w4, max(keep, 1))
+    return keras.ops.convert_to_numpy(layout.from_canonical(w4 * mask))
