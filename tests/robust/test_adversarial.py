@@ -212,3 +212,21 @@ def test_requires_a_compiled_loss(mnist):
     model.compile("adam")
     with pytest.raises(ValueError, match="needs the loss"):
         model.fit(x[:64], y[:64], epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("kind", ["pgd", "fgsm"])
+def test_a_config_saved_before_attack_existed_still_loads(kind):
+    config = AdversarialModel(None).get_config()
+    config.pop("attack")
+    config.update(
+        attack=kind, eps=0.1, step_size=0.02, steps=5, norm="inf", clip=[0.0, 1.0]
+    )
+    restored = AdversarialModel.from_config(config)
+    assert restored.attack == Attack(
+        kind=kind,
+        epsilon=0.1,
+        steps=5 if kind == "pgd" else 1,
+        step_size=0.02,
+        clip=(0.0, 1.0),
+        random_start=True,
+    )

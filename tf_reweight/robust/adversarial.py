@@ -249,7 +249,10 @@ class AdversarialModel(keras.Model):
             config["model"] = keras.saving.deserialize_keras_object(
                 config["model"], custom_objects=custom_objects
             )
-        config["attack"] = Attack.from_config(config["attack"])
+        if isinstance(config.get("attack"), dict):
+            config["attack"] = Attack.from_config(config["attack"])
+        else:
+            config["attack"] = _attack_of_old_config(config)
         return cls(**config)
 
     def _check_loss(self) -> None:
@@ -340,3 +343,24 @@ def _check_options(clean_weight, loss_type, trades_beta) -> None:
             f"terms with `trades_beta`. Received: clean_weight={clean_weight!r}"
         )
     checks.check_number("trades_beta", trades_beta, 0.0)
+
+
+def _attack_of_old_config(config: dict) -> Attack:
+    """The `Attack` of a config saved before `Attack` existed.
+
+    Such configs held ``attack`` (``"pgd"`` or ``"fgsm"``, FGSM always with a
+    random start), ``eps``, ``steps``, ``step_size``, ``norm`` and ``clip``;
+    they are taken out of ``config``.
+    """
+    kind = config.pop("attack", "pgd")
+    old = {"eps": 0.3, "steps": 10, "step_size": None, "norm": "inf", "clip": (0, 1)}
+    old.update({k: config.pop(k) for k in list(old) if k in config})
+    return Attack(
+        kind=kind,
+        epsilon=old["eps"],
+        steps=old["steps"] if kind == "pgd" else 1,
+        step_size=old["step_size"],
+        norm=old["norm"],
+        clip=None if old["clip"] is None else tuple(old["clip"]),
+        random_start=True,
+    )
