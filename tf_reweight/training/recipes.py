@@ -281,9 +281,12 @@ def prune(
     compile_classifier(fitted, lr)
     epochs = phase1_epochs + retrain_epochs
     prune_epoch = phase1_epochs if setup.prune_epoch is None else setup.prune_epoch
+    # The one rule: the hard prune happens at the start of epoch `prune_epoch`,
+    # or right after the fit when training ends before that epoch.
+    pruning = [HardPrune(epoch=prune_epoch)] if prune_epoch < epochs else []
     hooks = [
         *setup.callbacks,
-        HardPrune(epoch=prune_epoch),
+        *pruning,
         keras.callbacks.LearningRateScheduler(
             two_phase_lr(prune_epoch, epochs - prune_epoch, lr)
         ),
