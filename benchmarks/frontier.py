@@ -504,7 +504,7 @@ class Bench:
         """Measures one job; returns the method-specific part of its record."""
         if job.method.startswith("tfmot"):
             return self._tfmot(job)
-        from tf_reweight.pruning import sparsity
+        from tf_reweight.pruning import batchnorm, sparsity
         from tf_reweight.training import recipes
 
         a = self.args
@@ -547,8 +547,10 @@ class Bench:
         if a.recalibrate_bn:  # as recipes.prune(recalibrate_bn=N) does it
             out["accuracy_before_recalibration"] = out["accuracy"]
             x = self.train[0]
-            size = recipes._check_recalibrate(a.recalibrate_bn, result.model, x)
-            recipes._recalibrate(result.model, x, size, a.batch_size)
+            size = batchnorm.check_recalibrate(a.recalibrate_bn, result.model, x)
+            batchnorm.recalibrate_batchnorm(
+                result.model, x, batch_size=a.batch_size, samples=size
+            )
             out["accuracy"] = float(result.model.evaluate(*self.test, verbose=0)[1])
             out["recalibrate_bn"] = size
         return out

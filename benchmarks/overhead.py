@@ -12,8 +12,8 @@ training's (the fastest epoch is the one least disturbed by other work).
 
 Each method's first epoch (tracing and compilation) is a warm-up and is not
 counted. LeNet-5 on the first ``--train-limit`` MNIST training images, batch
-128, the methods' default settings (`tf_reweight.training.recipes.DEFAULT_PENALTY` and
-`DEFAULT_OPTIONS`), target 50x.
+128, the methods' default settings (`tf_reweight.training.registry`), target
+50x.
 
     python benchmarks/overhead.py            # 5 rounds on 20,000 images
 
@@ -56,18 +56,20 @@ def _parser() -> argparse.ArgumentParser:
 def build(method: str, target: str):
     """A compiled LeNet-5 set up for ``method``, and its callbacks.
 
-    The setup is `tf_reweight.training.recipes.prune`'s own, so the per-epoch work is
-    exactly what the frontier runs (magnitude: pruned at epoch 0).
+    The setup is `tf_reweight.training.recipes.prune`'s own
+    (`recipes.method_setup`), so the per-epoch work is exactly what the
+    frontier runs (magnitude: no penalty, pruned at epoch 0).
     """
     import tf_reweight as tfr
     from tf_reweight.training import models, recipes
 
     model, callbacks = models.lenet5(), []
     if method != "dense":
-        setup, callbacks, prune_epoch = recipes._setup(method, None, None, {})
-        model = tfr.apply(model, "unstructured", target, **setup)
-        if prune_epoch is not None:
-            callbacks.append(tfr.HardPrune(epoch=prune_epoch))
+        setup = recipes.method_setup(method)
+        model = tfr.apply(model, "unstructured", target, method=setup.penalty)
+        callbacks = setup.callbacks
+        if setup.prune_epoch is not None:
+            callbacks.append(tfr.HardPrune(epoch=setup.prune_epoch))
     return recipes.compile_classifier(model, 1e-3), callbacks
 
 

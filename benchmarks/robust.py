@@ -415,11 +415,11 @@ class Bench:
         if ratios is not None:
             out["allocated"] = ",".join(f"{n}:{r:.4f}" for n, r in ratios.items())
         if a.recalibrate_bn:  # as recipes.prune(recalibrate_bn=N) does it
-            from tf_reweight.training import recipes
+            from tf_reweight.pruning import batchnorm
 
             x = self.train[0]
-            size = recipes._check_recalibrate(a.recalibrate_bn, result.model, x)
-            recipes._recalibrate(result.model, x, size, a.batch_size)
+            size = batchnorm.check_recalibrate(a.recalibrate_bn, result.model, x)
+            batchnorm.recalibrate_batchnorm(result.model, x, a.batch_size, samples=size)
             recal = self.evaluate(result.model)
             out["recal_accuracy"] = recal["accuracy"]
             out["recal_robust_accuracy"] = recal["robust_accuracy"]

@@ -52,10 +52,11 @@ def _model(case):
     inputs = keras.Input((6,))
     x = keras.layers.Dense(8, activation="relu", name="d1")(inputs)
     outputs = keras.layers.Dense(3, name="d2")(x)
-    method = ADMMPenalty(0.05) if case.startswith("admm") else None
-    pruned = tfr.apply(
-        keras.Model(inputs, outputs), "unstructured", 0.75, 1e-2, method=method
+    # method=None would mean no penalty: the reweighted cases take the default.
+    penalty = (
+        {"method": ADMMPenalty(0.05)} if case.startswith("admm") else {"penalty": 1e-2}
     )
+    pruned = tfr.apply(keras.Model(inputs, outputs), "unstructured", 0.75, **penalty)
     pruned.compile(
         keras.optimizers.Adam(1e-2),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),

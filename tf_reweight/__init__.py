@@ -46,7 +46,8 @@ from tf_reweight.quantize.quantization import (
     quantize,
 )
 from tf_reweight.robust.attack import Attack
-from tf_reweight.training import models, recipes
+from tf_reweight.training import models, recipes, registry
+from tf_reweight.training.registry import Method, get_method, register_method
 
 # The TensorFlow-only parts load on first access (PEP 562), so that the core
 # imports on every Keras backend and without TensorFlow installed.
@@ -91,6 +92,7 @@ __all__ = [
     "KernelPenalty",
     "LayerSparsity",
     "MaskConstraint",
+    "Method",
     "PolynomialSparsity",
     "ProgressiveSparsity",
     "PruningWrapper",
@@ -109,6 +111,7 @@ __all__ = [
     "budget",
     "callbacks",
     "fake_quantize",
+    "get_method",
     "hard_prune",
     "layouts",
     "models",
@@ -121,6 +124,8 @@ __all__ = [
     "recalibrate_batchnorm",
     "recipes",
     "refresh_penalties",
+    "register_method",
+    "registry",
     "regularizers",
     "report",
     "strip",

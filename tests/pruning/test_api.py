@@ -176,3 +176,76 @@ def test_max_prune_floors_every_layer_and_per_layer_overrides(tmp_path):
 def test_bad_max_prune_is_refused(max_prune, match):
     with pytest.raises(ValueError, match=match):
         tfr.apply(_convnet(), "filter", 0.5, max_prune=max_prune)
+
+
+def _mlp():
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, name="a"),
+            keras.layers.Dense(3, name="b"),
+        ]
+    )
+
+
+def test_default_method_is_the_reweighted_penalty_of_the_options():
+    pruned = tfr.apply(_mlp(), target=0.5, penalty=1e-3, eps=1e-2, bounded=True)
+    penalty = pruned.get_layer("a").method
+    assert isinstance(penalty, tfr.ReweightedGroupPenalty)
+    assert (penalty.lam, penalty.eps, penalty.squared, penalty.bounded) == (
+        1e-3,
+        1e-2,
+        False,
+        True,
+    )
+    default = tfr.apply(_mlp(), target=0.5).get_layer("a").method
+    assert (default.lam, default.eps, default.bounded) == (1e-4, 1e-3, False)
+
+
+@pytest.mark.parametrize(
+    "method", [None, tfr.GroupLassoPenalty(1e-3)], ids=["None", "penalty"]
+)
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"penalty": 1e-4},
+        {"eps": 1e-3},
+        {"squared": False},
+        {"bounded": True},
+    ],
+    ids=lambda o: next(iter(o)),
+)
+def test_reweighting_options_conflict_with_another_method(method, option):
+    (name, value), model = next(iter(option.items())), _mlp()
+    before = _snapshot(model)
+    with pytest.raises(
+        ValueError, match=rf"reweighted penalty only.*Received: {name}={value!r}"
+    ):
+        tfr.apply(model, target=0.5, method=method, **option)
+    for old, new in zip(before[0], _snapshot(model)[0], strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_no_penalty_keeps_masks_hard_prune_report_strip_and_saving(tmp_path):
+    x = RNG.normal(size=(16, 6)).astype("float32")
+    pruned = tfr.apply(_mlp(), "unstructured", 0.75, method=None)
+    assert all(layer.method is None for layer in tfr.pruning.wrappers(pruned))
+    pruned(x)
+    assert pruned.losses == []
+    tfr.hard_prune(pruned)
+    assert tfr.report(pruned).sparsity == pytest.approx(0.75, abs=0.02)
+    path = tmp_path / "no_penalty.keras"
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_layer("a").method is None
+    assert loaded.get_layer("a").is_pruned
+    np.testing.assert_allclose(loaded(x), pruned(x), atol=1e-5)
+    plain = tfr.strip(loaded)
+    np.testing.assert_allclose(plain(x), pruned(x), atol=1e-5)
+    kernel = keras.ops.convert_to_numpy(plain.get_layer("a").kernel)
+    assert np.count_nonzero(kernel) == tfr.report(pruned).rows[0].nonzeros
+
+
+def test_method_string_other_than_reweighted_is_refused():
+    with pytest.raises(ValueError, match="Received: method='magnitude'"):
+        tfr.apply(_mlp(), target=0.5, method="magnitude")

@@ -214,3 +214,50 @@ def test_pruned_mnist_cnn_inference_recovers_training_mode_accuracy(data_dir):
     # Seed 0: 38.5% -> 72.4% at inference, 72.3% in training mode.
     assert after >= before
     assert abs(after - training_mode) <= min(0.02, abs(before - training_mode))
+
+
+def test_samples_recalibrate_on_a_fixed_random_sample_in_order(model):
+    x = _inputs()
+    rows = np.sort(np.random.default_rng(3).choice(N, 7, replace=False))
+    assert recalibrate_batchnorm(model, x, batch_size=4, samples=7, seed=3) == 1
+    h = _conv_outputs(model, x[rows])
+    _assert_moments(
+        model.get_layer("bn"), h.mean(axis=(0, 1, 2)), h.var(axis=(0, 1, 2))
+    )
+    # As many samples as examples, or more: all of them.
+    recalibrate_batchnorm(model, x, samples=N + 5)
+    h = _conv_outputs(model, x)
+    _assert_moments(
+        model.get_layer("bn"), h.mean(axis=(0, 1, 2)), h.var(axis=(0, 1, 2))
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"samples": 0}, "samples=0"),
+        ({"samples": 2.0}, "samples=2.0"),
+        ({"samples": 4, "seed": -1}, "seed=-1"),
+        ({"samples": 4, "x": [np.zeros((4, 6, 6, 2), "float32")]}, "array inputs"),
+    ],
+)
+def test_invalid_samples_raise_before_any_change(model, kwargs, match):
+    before = _state(model)
+    with pytest.raises(ValueError, match=match):
+        recalibrate_batchnorm(model, **{"x": _inputs(), **kwargs})
+    _assert_same(before, _state(model))
+
+
+def test_check_recalibrate_and_require_batchnorm_are_public_checks(model):
+    x = _inputs()
+    assert tfr.batchnorm.check_recalibrate(None, model, x) is None
+    assert tfr.batchnorm.check_recalibrate(False, model, x) is None
+    assert tfr.batchnorm.check_recalibrate(True, model, x) == N
+    assert tfr.batchnorm.check_recalibrate(N + 5, model, x) == N
+    assert tfr.batchnorm.check_recalibrate(5, model, x) == 5
+    with pytest.raises(ValueError, match="recalibrate_bn=0"):
+        tfr.batchnorm.check_recalibrate(0, model, x)
+    assert tfr.batchnorm.require_batchnorm(model) == [model.get_layer("bn")]
+    dense = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    with pytest.raises(ValueError, match="no BatchNormalization"):
+        tfr.batchnorm.check_recalibrate(True, dense, x)

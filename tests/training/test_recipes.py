@@ -86,3 +86,123 @@ def test_prune_recalibrates_batchnorm_on_a_sample_of_training_inputs():
 def test_prune_checks_recalibrate_bn_before_training(model, value, match):
     with pytest.raises(ValueError, match=match):
         recipes.prune(model(), (np.zeros((4, 8, 8, 1)), None), recalibrate_bn=value)
+
+
+def _mlp() -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="relu", name="a"),
+            keras.layers.Dense(3, name="b"),
+        ]
+    )
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(64, 6)).astype("float32"), rng.integers(0, 3, 64)
+
+
+FAST = dict(target=0.75, batch_size=32, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "method, phase1, retrain, pruned_from",
+    [
+        ("reweighted", 1, 1, 1),  # at the start of epoch phase1_epochs
+        ("reweighted", 2, 0, None),  # training ends first: right after the fit
+        ("reweighted", 0, 0, None),
+        ("magnitude", 1, 1, 0),  # one-shot: at the start of epoch 0
+        ("magnitude", 0, 0, None),
+    ],
+)
+def test_one_prune_epoch_rule(method, phase1, retrain, pruned_from):
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            # Runs after the method's callbacks, HardPrune among them.
+            seen.append(self.model.get_layer("a").is_pruned)
+
+    keras.utils.set_random_seed(0)
+    result = recipes.prune(
+        _mlp(),
+        _data(),
+        method=method,
+        phase1_epochs=phase1,
+        retrain_epochs=retrain,
+        callbacks=[Watch()],
+        **FAST,
+    )
+    expected = [pruned_from is not None and e >= pruned_from for e in range(len(seen))]
+    assert seen == expected
+    assert len(seen) == phase1 + retrain
+    assert result.model.get_layer("a").is_pruned
+    assert tfr.report(result.model).sparsity == pytest.approx(0.75, abs=0.01)
+
+
+def test_trainer_hook_fits_the_wrapper_and_returns_the_pruned_model():
+    wrapped = []
+
+    def trainer(pruned):
+        inputs = keras.Input((6,))
+        outer = keras.Model(inputs, pruned(inputs), name="trainer")
+        wrapped.append((pruned, outer))
+        return outer
+
+    fitted = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            fitted.append(self.model)
+
+    keras.utils.set_random_seed(0)
+    result = recipes.prune(
+        _mlp(),
+        _data(),
+        phase1_epochs=1,
+        retrain_epochs=1,
+        trainer=trainer,
+        callbacks=[Record()],
+        **FAST,
+    )
+    ((pruned, outer),) = wrapped
+    assert result.model is pruned
+    assert fitted == [outer]
+    assert outer.compiled and not pruned.compiled
+    assert pruned.get_layer("a").is_pruned
+    assert set(result.history) >= {"loss", "accuracy", "sparsity_a"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"trainer": "adversarial"}, "trainer='adversarial'"),
+        ({"callbacks": "monitor"}, "callbacks='monitor'"),
+        ({"callbacks": [object()]}, "keras.callbacks.Callback"),
+        ({"phase1_epochs": -1}, "phase1_epochs=-1"),
+        ({"retrain_epochs": 1.0}, "retrain_epochs=1.0"),
+        ({"method": "admm", "bounded": True}, r"\['bounded'\] configure other"),
+    ],
+)
+def test_prune_checks_its_arguments_before_training(kwargs, match):
+    model = _mlp()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=match):
+        recipes.prune(model, _data(), **{**FAST, **kwargs})
+    for old, new in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_method_setup_builds_the_penalty_and_leaves_apply_arguments():
+    setup = recipes.method_setup("reweighted", 1e-3, bounded=True, layers=["a"])
+    assert isinstance(setup.penalty, tfr.ReweightedGroupPenalty)
+    assert setup.penalty.bounded and setup.penalty.lam == 1e-3
+    assert [type(c) for c in setup.callbacks] == [tfr.Reweight]
+    assert setup.apply_kwargs == {"layers": ["a"]} and setup.prune_epoch is None
+    magnitude = recipes.method_setup("magnitude")
+    assert (magnitude.penalty, magnitude.callbacks, magnitude.prune_epoch) == (
+        None,
+        [],
+        0,
+    )

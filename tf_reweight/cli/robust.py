@@ -98,13 +98,15 @@ def _check_pruning(args, model) -> None:
 
     bounded = mrpf.bounded_option(args.method, args.bounded)
     try:
-        setup, _, _ = recipes._setup(args.method, args.penalty, None, bounded)
+        setup = recipes.method_setup(args.method, args.penalty, **bounded)
     except ValueError as error:
         raise ValueError(f"argument --method {args.method}: {error}") from error
-    check_pruning(model, args.structure, args.target, **setup, **bounded)
+    check_pruning(
+        model, args.structure, args.target, method=setup.penalty, **setup.apply_kwargs
+    )
     if args.recalibrate_bn is not None:
         try:
-            batchnorm._check_layers(model)
+            batchnorm.require_batchnorm(model)
         except ValueError as error:
             raise ValueError(f"argument --recalibrate-bn: {error}") from error
 

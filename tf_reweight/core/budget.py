@@ -78,6 +78,39 @@ def _ranking_scores(
     return energy / (total + 1e-30) / sizes
 
 
+def check_max_prune(value, max_prune=None) -> float:
+    """Returns one ``max_prune`` share as a float if it lies in (0, 1].
+
+    Args:
+        value: The share: the largest part of a kernel's units a global
+            budget may prune.
+        max_prune: The whole argument ``value`` came from (a list, a dict),
+            for the error message; None when it is ``value`` itself.
+
+    Returns:
+        ``float(value)``.
+
+    Raises:
+        ValueError: For a bool, a non-number or a number outside (0, 1].
+
+    Example:
+    >>> check_max_prune(0.9)
+    0.9
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0.0 < float(value) <= 1.0
+    ):
+        whole = value if max_prune is None else max_prune
+        raise ValueError(
+            "`max_prune` must be None or a share of units in (0, 1]: one for "
+            "all kernels, one (or None) per kernel, or a dict from layer name "
+            f"to one. Received: max_prune={whole!r}"
+        )
+    return float(value)
+
+
 def _max_prune_shares(max_prune, structures, sparsity: float) -> list[float]:
     """Validates ``max_prune`` and returns one share per kernel."""
     n = len(structures)
@@ -99,16 +132,7 @@ def _max_prune_shares(max_prune, structures, sparsity: float) -> list[float]:
             default = max(DEFAULT_MAX_PRUNE, sparsity)
             shares.append(default if structure.layer_relative_scores else 1.0)
             continue
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float, np.floating))
-            or not 0.0 < float(value) <= 1.0
-        ):
-            raise ValueError(
-                "`max_prune` must be None, a float in (0, 1] or one such value "
-                f"(or None) per kernel. Received: max_prune={max_prune!r}"
-            )
-        shares.append(float(value))
+        shares.append(check_max_prune(value, max_prune))
     return shares
 
 

@@ -165,16 +165,46 @@ def _plan(model, structure, target, skip_first, skip_last, layers, strict):
     return plan
 
 
+class _Default:
+    """An argument's default value, told apart from the same value given."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def _penalty(method, options: dict) -> KernelPenalty | None:
+    """The penalty `apply` installs, after checking ``method`` and ``options``."""
+    given = {k: v for k, v in options.items() if not isinstance(v, _Default)}
+    if isinstance(method, str) and method == "reweighted":
+        values = {k: getattr(v, "value", v) for k, v in options.items()}
+        return ReweightedGroupPenalty(**values)
+    if method is not None and not isinstance(method, KernelPenalty):
+        raise ValueError(
+            "`method` must be a tf_reweight KernelPenalty, None (no penalty) or "
+            f"'reweighted' (the default). Received: method={method!r}"
+        )
+    if given:
+        received = ", ".join(f"{k}={v!r}" for k, v in given.items())
+        raise ValueError(
+            f"{list(given)} configure the default reweighted penalty only. "
+            f"Expected none of them with method={method!r}. Received: {received}"
+        )
+    return method
+
+
 def apply(
     model: keras.Model,
     structure="unstructured",
     target=None,
-    penalty: float = 1e-4,
+    penalty: float = _Default(1e-4),
     *,
-    method: KernelPenalty | None = None,
-    eps: float = 1e-3,
-    squared: bool = False,
-    bounded: bool = False,
+    method: KernelPenalty | str | None = "reweighted",
+    eps: float = _Default(1e-3),
+    squared: bool = _Default(False),
+    bounded: bool = _Default(False),
     scope: str = "global",
     skip_first: bool = False,
     skip_last: bool = False,
@@ -208,8 +238,12 @@ def apply(
             dict from layer name to either (only those layers are pruned). May
             be None for N:M, which fixes its own sparsity.
         penalty: ``lambda`` of the default reweighted penalty (>= 0).
-        method: A `KernelPenalty` instead of the default
-            ``ReweightedGroupPenalty(penalty, eps, squared, bounded)``.
+        method: ``"reweighted"`` for the default
+            ``ReweightedGroupPenalty(penalty, eps, squared, bounded)``, another
+            `KernelPenalty`, or None for no penalty at all (masks only, as
+            magnitude pruning needs: nothing is added to the loss).
+            ``penalty``, ``eps``, ``squared`` and ``bounded`` configure the
+            default penalty only: giving one with another ``method`` raises.
         eps: Reweighting's ``eps`` (> 0).
         squared: Use squared group norms.
         bounded: Exempt the groups the target keeps from the penalty (off by
@@ -247,14 +281,9 @@ def apply(
         ("strict", strict),
     ):
         check_bool(name, value)
-    if method is None:
-        method = ReweightedGroupPenalty(
-            penalty, eps=eps, squared=squared, bounded=bounded
-        )
-    elif not isinstance(method, KernelPenalty):
-        raise ValueError(
-            f"`method` must be a tf_reweight KernelPenalty. Received: method={method!r}"
-        )
+    method = _penalty(
+        method, {"penalty": penalty, "eps": eps, "squared": squared, "bounded": bounded}
+    )
     if scope not in ("global", "layer"):
         raise ValueError(
             f"`scope` must be 'global' or 'layer'. Received: scope={scope!r}"
@@ -290,15 +319,9 @@ def _max_prune(max_prune, plan) -> dict:
         floors = dict(max_prune)
     else:
         floors = dict.fromkeys(plan, max_prune)
-    for value in floors.values():
-        if isinstance(value, bool) or not (
-            isinstance(value, (int, float)) and 0.0 < float(value) <= 1.0
-        ):
-            raise ValueError(
-                "`max_prune` must be a share of units in (0, 1], or a dict from "
-                f"layer name to one. Received: max_prune={max_prune!r}"
-            )
-    return {name: float(value) for name, value in floors.items()}
+    return {
+        name: budget.check_max_prune(value, max_prune) for name, value in floors.items()
+    }
 
 
 def _clone(model, wrap, source_of):

@@ -6,12 +6,12 @@ moving statistics are an exponential average over the last training steps, so
 they go stale when the network changes under them: a hard prune that zeroes
 whole filters, or adversarial training, where they were averaged over
 adversarial inputs. The pruned network then scores far lower at inference
-than in training mode (ResNet-20 on CIFAR-10 after an adversarial 16x filter
-prune: 16.8% vs 37.9% clean accuracy; recomputing the statistics on 10k
-training images, with no weight update, gave 39.7%).
+than in training mode (see BENCHMARKS.md for measurements).
 
 `recalibrate_batchnorm` recomputes them as the exact statistics of the given
-data, leaving every weight as it is.
+data, or of a fixed random sample of it, leaving every weight as it is.
+`check_recalibrate` validates a recipe's ``recalibrate_bn`` option before
+training, `require_batchnorm` that a model has layers to recalibrate.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from tf_reweight.core import walker
+from tf_reweight.core.checks import check_int
 
 #: Batch size of `recalibrate_batchnorm` with array inputs.
 DEFAULT_BATCH_SIZE = 128
@@ -50,6 +51,8 @@ def recalibrate_batchnorm(
     x,
     batch_size: int = DEFAULT_BATCH_SIZE,
     steps: int | None = None,
+    samples: int | None = None,
+    seed: int = 0,
 ) -> int:
     """Recomputes the moving mean and variance of every BatchNorm layer on ``x``.
 
@@ -83,14 +86,20 @@ def recalibrate_batchnorm(
             iterable are used as they come.
         steps: Use at most this many batches; None for all of ``x`` (an
             infinite dataset needs ``steps``).
+        samples: Recalibrate on a fixed random sample of this many examples
+            of array inputs ``x``, kept in their order (so that data sorted
+            by class still give every class its share); None, or at least
+            ``len(x)``, for all of them.
+        seed: Seed of the sample.
 
     Returns:
         The number of BatchNorm layers recalibrated.
 
     Raises:
         ValueError: If the model has no trainable BatchNorm layer, has one
-            with ``renorm=True`` or not built yet, or ``x``, ``batch_size`` or
-            ``steps`` is invalid: all checked before anything changes. If
+            with ``renorm=True`` or not built yet, or ``x``, ``batch_size``,
+            ``steps``, ``samples`` or ``seed`` is invalid (``samples`` needs
+            array inputs): all checked before anything changes. If
             ``x`` turns out to hold no batch, or the forward pass fails, the
             statistics are restored before the error propagates.
 
@@ -111,8 +120,13 @@ def recalibrate_batchnorm(
         Network Pruning", ECCV 2020, https://arxiv.org/abs/2007.02491
         (adaptive BatchNorm after pruning).
     """
-    layers = _check_layers(model)
-    batches = _batches(x, _check_batch_size(batch_size), _check_steps(steps))
+    layers = require_batchnorm(model)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    if steps is not None:
+        steps = check_int("steps", steps, low=1)
+    if samples is not None:
+        x = _sample(x, check_int("samples", samples, low=1), check_int("seed", seed))
+    batches = _batches(x, batch_size, steps)
     saved = [
         (
             layer.momentum,
@@ -185,7 +199,23 @@ class _Moments:
         return self.m2 / self.count
 
 
-def _check_layers(model) -> list[keras.layers.BatchNormalization]:
+def require_batchnorm(model) -> list[keras.layers.BatchNormalization]:
+    """Returns the layers `recalibrate_batchnorm` would recalibrate.
+
+    Args:
+        model: A Keras model.
+
+    Returns:
+        Its trainable, built `BatchNormalization` layers (at least one).
+
+    Raises:
+        ValueError: If ``model`` is not a Keras model or has no trainable
+            BatchNorm layer, or one with ``renorm=True`` or not built yet.
+
+    Example:
+    >>> len(require_batchnorm(resnet20))
+    19
+    """
     if not isinstance(model, keras.Model):
         raise ValueError(f"Expected a keras.Model. Received: model={model!r}")
     found = batchnorm_layers(model)
@@ -212,28 +242,54 @@ def _check_layers(model) -> list[keras.layers.BatchNormalization]:
     return layers
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+def check_recalibrate(recalibrate_bn, model: keras.Model, x) -> int | None:
+    """Validates a recipe's ``recalibrate_bn`` option, before any training.
 
+    Args:
+        recalibrate_bn: None or False (off), True (all of ``x``) or a
+            positive number of examples.
+        model: The model whose BatchNorm layers will be recalibrated.
+        x: The training inputs (an array).
 
-def _check_batch_size(batch_size) -> int:
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(
-            "`batch_size` must be a positive integer. Expected an int >= 1. "
-            f"Received: batch_size={batch_size!r}"
-        )
-    return int(batch_size)
+    Returns:
+        The ``samples`` to pass to `recalibrate_batchnorm` (at most
+        ``len(x)``), or None for no recalibration.
 
+    Raises:
+        ValueError: If the option is invalid or the model has no BatchNorm
+            layer to recalibrate (see `require_batchnorm`).
 
-def _check_steps(steps) -> int | None:
-    if steps is None:
+    Example:
+    >>> samples = check_recalibrate(10000, model, x)
+    >>> recalibrate_batchnorm(pruned, x, samples=samples)
+    """
+    if recalibrate_bn is None or recalibrate_bn is False:
         return None
-    if not _is_int(steps) or steps < 1:
+    if recalibrate_bn is not True and (
+        not isinstance(recalibrate_bn, int | np.integer) or recalibrate_bn < 1
+    ):
         raise ValueError(
-            "`steps` must be None or a positive integer. Expected None or an "
-            f"int >= 1. Received: steps={steps!r}"
+            "`recalibrate_bn` must be None, a bool or a positive number of "
+            f"examples. Received: recalibrate_bn={recalibrate_bn!r}"
         )
-    return int(steps)
+    require_batchnorm(model)
+    return len(x) if recalibrate_bn is True else min(int(recalibrate_bn), len(x))
+
+
+def _sample(x, samples: int, seed: int):
+    """A fixed random sample of ``samples`` examples of array inputs, in order."""
+    arrays = isinstance(x, dict) and x and all(_is_array(v) for v in x.values())
+    if not (_is_array(x) or arrays):
+        raise ValueError(
+            "`samples` needs array inputs (a NumPy array or tensor, or a dict of "
+            f"them). Expected samples=None for other inputs. Received: "
+            f"x={_describe(x)}, samples={samples}"
+        )
+    size = int(keras.tree.flatten(x)[0].shape[0])
+    if samples >= size:
+        return x
+    rows = np.sort(np.random.default_rng(seed).choice(size, samples, replace=False))
+    return keras.tree.map_structure(lambda a: keras.ops.convert_to_numpy(a)[rows], x)
 
 
 def _is_array(x) -> bool:

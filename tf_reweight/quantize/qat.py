@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from tf_reweight.core.checks import check_int
 from tf_reweight.core.layouts import KernelLayout, kernel_layouts
 from tf_reweight.pruning import api
 from tf_reweight.quantize.layers import (
@@ -350,15 +351,7 @@ def quantized_prune(
         Pruning, Trained Quantization and Huffman Coding", ICLR 2016.
     """
     check_arguments(bits, method, axis)
-    if (
-        isinstance(finetune_epochs, bool)
-        or not isinstance(finetune_epochs, int)
-        or finetune_epochs < 0
-    ):
-        raise ValueError(
-            "`finetune_epochs` must be an integer >= 0. Received: "
-            f"finetune_epochs={finetune_epochs!r}"
-        )
+    check_int("finetune_epochs", finetune_epochs)
     start = time.perf_counter()
     pruned = recipes.reweighted_prune(
         model, train, batch_size=batch_size, verbose=verbose, **prune_kwargs

@@ -31,11 +31,9 @@ import time
 
 import keras
 
-from tf_reweight.callbacks import HardPrune, SparsityMonitor
 from tf_reweight.core import budget, checks, structures
 from tf_reweight.core.layouts import kernel_layouts
-from tf_reweight.pruning import api, sparsity
-from tf_reweight.pruning.operations import hard_prune
+from tf_reweight.pruning import api, batchnorm, sparsity
 from tf_reweight.robust.adversarial import AdversarialModel
 from tf_reweight.robust.allocation import allocate_ratios, default_max_ratio
 from tf_reweight.robust.attack import Attack
@@ -44,7 +42,7 @@ from tf_reweight.robust.sensitivity import (
     module_robustness_sensitivity,
     prunable_layers,
 )
-from tf_reweight.training import recipes
+from tf_reweight.training import recipes, registry
 
 ALLOCATIONS = ("mrs", "uniform")
 
@@ -56,8 +54,9 @@ def bounded_option(method: str, bounded: bool | None = None) -> dict:
     """The ``bounded`` keyword adversarial pruning passes to `tf_reweight.apply`.
 
     ``bounded`` when given, else True for ``"reweighted"`` (see
-    `adversarial_prune`); nothing for other methods, which have no
-    reweighted penalty (`tf_reweight.training.recipes` rejects the keyword there).
+    `adversarial_prune`); nothing for other methods, whose registry entry
+    does not take the keyword (`tf_reweight.training.recipes.prune` rejects
+    it there).
 
     Args:
         method: One of `tf_reweight.training.recipes.METHODS`.
@@ -70,8 +69,8 @@ def bounded_option(method: str, bounded: bool | None = None) -> dict:
     >>> bounded_option("reweighted")
     {'bounded': True}
     """
-    if bounded is None and method == "reweighted":
-        bounded = True
+    if bounded is None and method in registry.METHODS:
+        bounded = "bounded" in registry.get_method(method).apply_options or None
     return {} if bounded is None else {"bounded": bounded}
 
 
@@ -138,13 +137,12 @@ def adversarial_prune(
 ) -> recipes.PruneResult:
     """`tf_reweight.training.recipes.prune`, with every epoch trained adversarially.
 
-    The pruned copy of ``model`` is wrapped in an `AdversarialModel` (Madry
-    et al. objective with ``attack``) and
-    fit for ``phase1_epochs + retrain_epochs`` epochs with the method's
-    callbacks, `HardPrune` after phase 1 (at the start for
-    ``"magnitude"``), the `recipes.two_phase_lr` schedule and
-    `SparsityMonitor`. The penalties reach the adversarial loss through
-    ``model.losses``. With ``recalibrate_bn``, the BatchNorm moving
+    `recipes.prune` with a ``trainer`` hook: the pruned copy of ``model`` is
+    wrapped in an `AdversarialModel` (Madry et al. objective with ``attack``)
+    and fit for ``phase1_epochs + retrain_epochs`` epochs with the method's
+    callbacks, `HardPrune` after phase 1 (at the start for ``"magnitude"``),
+    the `recipes.two_phase_lr` schedule and `SparsityMonitor`. The penalties
+    reach the adversarial loss through ``model.losses``. With ``recalibrate_bn``, the BatchNorm moving
     statistics, averaged during training over adversarial inputs and the
     network before its hard prune, are then recomputed on clean training
     inputs (`tf_reweight.recalibrate_batchnorm`).
@@ -194,35 +192,25 @@ def adversarial_prune(
         Compression, or Both?", ICCV 2019 (ADMM pruning with adversarial
         training).
     """
-    recipes._check_epochs(phase1_epochs=phase1_epochs, retrain_epochs=retrain_epochs)
     AdversarialModel(None, attack)  # Validates the attack.
-    apply_kwargs.update(bounded_option(method, bounded))
-    setup, callbacks, prune_epoch = recipes._setup(
-        method, penalty, method_options, apply_kwargs
-    )
-    calibration = recipes._check_recalibrate(recalibrate_bn, model, train[0])
-    pruned = api.apply(model, structure, target, **setup, **apply_kwargs)
-    trainer = AdversarialModel(pruned, attack)
-    recipes.compile_classifier(trainer, lr)
-    epochs = phase1_epochs + retrain_epochs
-    if prune_epoch is None:
-        prune_epoch = phase1_epochs
-    schedule = recipes.two_phase_lr(prune_epoch, epochs - prune_epoch, lr)
-    callbacks.append(HardPrune(epoch=prune_epoch))
-    callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
-    callbacks.append(SparsityMonitor())
-    start = time.perf_counter()
-    fit = {"epochs": epochs, "batch_size": batch_size, "verbose": verbose}
-    history = trainer.fit(
-        *train, validation_data=validation_data, callbacks=callbacks, **fit
-    )
-    if prune_epoch >= epochs:
-        hard_prune(pruned)
-    recalibrated = recipes._recalibrate(pruned, train[0], calibration, batch_size)
-    used = recipes.DEFAULT_PENALTY[method] if penalty is None else float(penalty)
-    seconds = time.perf_counter() - start
-    return recipes.PruneResult(
-        pruned, history.history, seconds, epochs, method, used, recalibrated
+    return recipes.prune(
+        model,
+        train,
+        method=method,
+        structure=structure,
+        target=target,
+        penalty=penalty,
+        phase1_epochs=phase1_epochs,
+        retrain_epochs=retrain_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        validation_data=validation_data,
+        verbose=verbose,
+        method_options=method_options,
+        recalibrate_bn=recalibrate_bn,
+        trainer=lambda pruned: AdversarialModel(pruned, attack),
+        **apply_kwargs,
+        **bounded_option(method, bounded),
     )
 
 
@@ -353,14 +341,16 @@ def mrpf(
             f"weight. Received: max_ratio={max_ratio!r}, target={sparsity}"
         )
     structures.get(structure)
-    recipes._setup(method, penalty, method_options, bounded_option(method, bounded))
+    recipes.method_setup(
+        method, penalty, method_options, **bounded_option(method, bounded)
+    )
     AdversarialModel(None, attack)  # Validates the attack.
     if probe is None:
         probe = Attack(
             kind="pgd", epsilon=attack.epsilon, norm=attack.norm, clip=attack.clip
         )
     AdversarialModel(None, probe)
-    recipes._check_recalibrate(recalibrate_bn, model, train[0])
+    batchnorm.check_recalibrate(recalibrate_bn, model, train[0])
     if allocation == "mrs" and (x_probe is None or y_probe is None):
         raise ValueError(
             "MRS allocation needs probe data. Expected arrays x_probe, y_probe. "

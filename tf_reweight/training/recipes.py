@@ -2,25 +2,30 @@
 
 A recipe is the whole path a dense model takes to a pruned one: pretrain,
 then penalize while refreshing the penalty's state (phase 1), hard-prune to
-the exact target and retrain with the masks held (phase 2). `prune` runs it
-for reweighting and for the baselines it is compared with (ADMM, static
-group lasso, one-shot magnitude pruning), on the same epoch budget.
+the exact target and retrain with the masks held (phase 2). `prune` is the
+one training path: it runs every method of the registry
+(`tf_reweight.training.registry`: reweighting and the baselines it is
+compared with, ADMM, static group lasso, one-shot magnitude pruning) on the
+same epoch budget, and its ``trainer`` and ``callbacks`` hooks let the
+adversarial recipe (`tf_reweight.robust.mrpf.adversarial_prune`) reuse it.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 
-from tf_reweight.callbacks import ADMMUpdate, HardPrune, Reweight, SparsityMonitor
-from tf_reweight.methods.admm import ADMMPenalty
-from tf_reweight.methods.group_lasso import GroupLassoPenalty
+from tf_reweight.callbacks import HardPrune, SparsityMonitor
+from tf_reweight.core.checks import check_int
+from tf_reweight.methods.penalty import KernelPenalty
 from tf_reweight.pruning import api, batchnorm
 from tf_reweight.pruning.operations import hard_prune
+from tf_reweight.training import registry
 
 
 def compile_classifier(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
@@ -60,7 +65,7 @@ class PruneResult:
         history: Keras history of the pruning `fit` (phases 1 and 2).
         seconds: Wall time of the pruning `fit` (and recalibration).
         epochs: Epochs run.
-        method: The pruning method (see `METHODS`).
+        method: The pruning method (a name of `METHODS`).
         penalty: Its penalty value (``lambda``, or ADMM's initial ``rho``).
         recalibrated_bn: BatchNorm layers whose moving statistics were
             recomputed after training (``recalibrate_bn``); 0 if not asked.
@@ -75,127 +80,102 @@ class PruneResult:
     recalibrated_bn: int = 0
 
 
-METHODS = ("reweighted", "admm", "group_lasso", "magnitude")
-
-#: Default penalty of each method: ``lambda`` of reweighting and group lasso,
-#: the initial ``rho`` of ADMM. ADMM and group lasso were tuned for LeNet-5 on
-#: MNIST at 200x with Adam 1e-3 and 4 + 4 epochs (``benchmarks/frontier.py``).
-DEFAULT_PENALTY = {
-    "reweighted": 1e-4,
-    "admm": 1e-3,
-    "group_lasso": 1e-3,
-    "magnitude": 0.0,
-}
-
-#: Default phase-1 callback options: ADMM does better with many short Z/U
-#: steps (every 100 steps) and a slowly growing ``rho`` than with one per epoch.
-DEFAULT_OPTIONS = {
-    "reweighted": {},
-    "admm": {"every": 100, "unit": "step", "rho_factor": 1.2, "rho_max": 1.0},
-    "group_lasso": {},
-    "magnitude": {},
-}
-
-# Options of `prune` that only the default reweighted penalty understands.
-_REWEIGHT_OPTIONS = ("eps", "squared", "bounded")
+# Read-only views of the method registry, kept here for existing callers.
+METHODS = registry.METHODS
+DEFAULT_PENALTY = registry.DEFAULT_PENALTY
+DEFAULT_OPTIONS = registry.DEFAULT_OPTIONS
 
 
-def _setup(method, penalty, options, apply_kwargs):
-    """Validates a method and returns (apply kwargs, callbacks, prune epoch).
-
-    The prune epoch is None for "after phase 1" and 0 for one-shot pruning.
-    """
-    if method not in METHODS:
+def _check_hooks(trainer, callbacks) -> list[keras.callbacks.Callback]:
+    if trainer is not None and not callable(trainer):
         raise ValueError(
-            f"Unknown pruning method. Expected one of {list(METHODS)}. "
-            f"Received: method={method!r}"
+            "`trainer` must be None or a callable that wraps the pruned model "
+            f"for training. Received: trainer={trainer!r}"
         )
-    if options and method in ("group_lasso", "magnitude"):
-        raise ValueError(
-            f"Method {method!r} has no phase-1 callback to configure. Expected "
-            f"method_options=None. Received: method_options={options}"
-        )
-    options = {**DEFAULT_OPTIONS[method], **(options or {})}
-    foreign = [k for k in _REWEIGHT_OPTIONS if k in apply_kwargs]
-    if method != "reweighted" and foreign:
-        raise ValueError(
-            f"{foreign} configure the reweighted penalty only. Expected no such "
-            f"option with method={method!r}. Received: {foreign}"
-        )
-    value = DEFAULT_PENALTY[method] if penalty is None else penalty
-    if method == "reweighted":
-        return {"penalty": value}, [Reweight(**options)], None
-    if method == "admm":
-        return {"method": ADMMPenalty(value)}, [ADMMUpdate(**options)], None
-    if method == "group_lasso":
-        return {"method": GroupLassoPenalty(value)}, [], None
-    if penalty:
-        raise ValueError(
-            "Magnitude pruning uses no penalty. Expected penalty=None or 0. "
-            f"Received: penalty={penalty!r}"
-        )
-    return {"method": GroupLassoPenalty(0.0)}, [], 0
-
-
-def _check_epochs(**epochs) -> None:
-    for name, value in epochs.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(
-                f"`{name}` must be an integer >= 0. Received: {name}={value!r}"
-            )
-
-
-def _check_recalibrate(recalibrate_bn, model: keras.Model, x) -> int | None:
-    """Validates a ``recalibrate_bn`` option before any training.
-
-    Args:
-        recalibrate_bn: None or False (off), True (all of ``x``) or a
-            positive number of examples.
-        model: The model whose BatchNorm layers will be recalibrated.
-        x: The training inputs.
-
-    Returns:
-        The number of examples to recalibrate on, or None for no
-        recalibration.
-
-    Raises:
-        ValueError: If the option is invalid or the model has no trainable
-            BatchNormalization layer.
-    """
-    if recalibrate_bn is None or recalibrate_bn is False:
-        return None
-    if recalibrate_bn is not True and (
-        not isinstance(recalibrate_bn, int | np.integer) or recalibrate_bn < 1
+    extra = [] if callbacks is None else callbacks
+    if not isinstance(extra, list | tuple) or not all(
+        isinstance(c, keras.callbacks.Callback) for c in extra
     ):
         raise ValueError(
-            "`recalibrate_bn` must be None, a bool or a positive number of "
-            f"examples. Received: recalibrate_bn={recalibrate_bn!r}"
+            "`callbacks` must be None or a list of keras.callbacks.Callback. "
+            f"Received: callbacks={callbacks!r}"
         )
-    batchnorm._check_layers(model)
-    return len(x) if recalibrate_bn is True else min(int(recalibrate_bn), len(x))
+    return list(extra)
 
 
-def _recalibrate(model: keras.Model, x, size: int | None, batch_size: int) -> int:
-    """Recalibrates BatchNorm on ``size`` examples of ``x`` (all if ``len(x)``).
+@dataclass
+class MethodSetup:
+    """What `method_setup` validated and built for one run of a method.
 
-    The examples are a fixed random sample (seed 0), so that sorted training
-    data still give every class its share.
+    Attributes:
+        method: The registry entry (`tf_reweight.training.registry.Method`).
+        penalty: The penalty to pass to `tf_reweight.apply` as ``method=``
+            (None: no penalty).
+        callbacks: The method's phase-1 callbacks.
+        value: The penalty value used.
+        apply_kwargs: The remaining `tf_reweight.apply` arguments.
+    """
+
+    method: registry.Method
+    penalty: KernelPenalty | None
+    callbacks: list[keras.callbacks.Callback]
+    value: float
+    apply_kwargs: dict
+
+    @property
+    def prune_epoch(self) -> int | None:
+        """0 for a one-shot method, None for "after phase 1"."""
+        return 0 if self.method.one_shot else None
+
+
+def method_setup(
+    method: str,
+    penalty: float | None = None,
+    method_options: dict | None = None,
+    **apply_kwargs,
+) -> MethodSetup:
+    """Validates a method's settings and builds its penalty and callbacks.
+
+    `prune` starts with this; the CLI and the adversarial recipes call it to
+    check their arguments before any training.
 
     Args:
-        model: The pruned model.
-        x: The training inputs.
-        size: From `_check_recalibrate`; None does nothing.
-        batch_size: Batch size of the forward passes.
+        method: A registered method name (see `METHODS`).
+        penalty: Its penalty value; None for `DEFAULT_PENALTY`.
+        method_options: Its phase-1 callback options, merged over
+            `DEFAULT_OPTIONS`.
+        **apply_kwargs: `tf_reweight.apply` arguments; those of the method's
+            `apply_options` (``eps``, ``squared``, ``bounded`` for
+            ``"reweighted"``) configure its penalty.
 
     Returns:
-        The number of BatchNorm layers recalibrated (0 for ``size=None``).
+        A `MethodSetup`.
+
+    Raises:
+        ValueError: For an unknown method, a bad value or option, or an
+            option of another method's penalty.
+
+    Example:
+    >>> setup = method_setup("reweighted", 1e-4, bounded=True)
+    >>> pruned = tfr.apply(model, "filter", "4x", method=setup.penalty)
     """
-    if size is None:
-        return 0
-    if size < len(x):
-        rows = np.random.default_rng(0).choice(len(x), size, replace=False)
-        x = x[np.sort(rows)]
-    return batchnorm.recalibrate_batchnorm(model, x, batch_size=batch_size)
+    entry = registry.get_method(method)
+    foreign = sorted(
+        {o for m in registry.METHODS for o in registry.get_method(m).apply_options}
+        - set(entry.apply_options)
+    )
+    foreign = [k for k in foreign if k in apply_kwargs]
+    if foreign:
+        raise ValueError(
+            f"{foreign} configure other methods than {entry.name!r}. Expected "
+            f"no such option with method={entry.name!r}. Received: {foreign}"
+        )
+    options = {k: v for k, v in apply_kwargs.items() if k in entry.apply_options}
+    rest = {k: v for k, v in apply_kwargs.items() if k not in options}
+    value = entry.default_penalty if penalty is None else penalty
+    kernel_penalty = entry.penalty(value, **options)
+    callbacks = entry.callbacks(**{**entry.default_options, **(method_options or {})})
+    return MethodSetup(entry, kernel_penalty, list(callbacks), float(value), rest)
 
 
 def prune(
@@ -214,32 +194,39 @@ def prune(
     verbose: int = 1,
     method_options: dict | None = None,
     recalibrate_bn: int | bool | None = None,
+    trainer: Callable[[keras.Model], keras.Model] | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
     **apply_kwargs,
 ) -> PruneResult:
-    """Prunes a trained model with one of `METHODS`, in one `fit` call.
+    """Prunes a trained model with a registered method, in one `fit` call.
 
-    Every method gets the same ``phase1_epochs + retrain_epochs`` budget:
+    This is the one training path of the library: every method of the
+    registry (`tf_reweight.training.registry`, names in `METHODS`) gets the
+    same ``phase1_epochs + retrain_epochs`` budget:
 
     - ``"reweighted"``: phase 1 trains with `ReweightedGroupPenalty`
       (``penalty`` is ``lambda``), ``alpha`` refreshed every epoch by
       `Reweight`; then the hard prune and masked retraining.
     - ``"admm"``: phase 1 trains with `tf_reweight.methods.admm.ADMMPenalty`
-      (``penalty`` is the initial ``rho``), Z/U steps every epoch by
+      (``penalty`` is the initial ``rho``), Z/U steps by
       `tf_reweight.ADMMUpdate`; then the hard prune and retraining.
     - ``"group_lasso"``: phase 1 trains with the static
       `GroupLassoPenalty` (``lambda``); then the hard prune and retraining.
-    - ``"magnitude"``: one-shot hard prune of the dense weights at the start,
-      then masked retraining for the whole budget.
+    - ``"magnitude"``: no penalty; one-shot hard prune of the dense weights
+      at the start, then masked retraining for the whole budget.
 
-    The learning rate is ``lr`` until the hard prune, then decays by a
-    cosine (`two_phase_lr`). With ``recalibrate_bn``, the BatchNorm moving
-    statistics are then recomputed on training inputs
-    (`tf_reweight.recalibrate_batchnorm`), after the `fit` and its history.
+    The hard prune happens at the start of epoch ``phase1_epochs`` (epoch 0
+    for a one-shot method); when training ends before that epoch (no
+    retraining epoch), right after the `fit`. The learning rate is ``lr``
+    until the hard prune, then decays by a cosine (`two_phase_lr`). With
+    ``recalibrate_bn``, the BatchNorm moving statistics are then recomputed
+    on training inputs (`tf_reweight.recalibrate_batchnorm`), after the `fit`
+    and its history.
 
     Args:
         model: A trained dense Keras model (left unchanged).
         train: ``(x, y)`` training arrays.
-        method: One of `METHODS`.
+        method: A registered method name (see `METHODS`).
         structure: Sparsity structure (see `tf_reweight.apply`).
         target: Sparsity or rate string.
         penalty: The method's penalty value (>= 0; ADMM: > 0); None for
@@ -257,11 +244,19 @@ def prune(
             statistics on a fixed random sample of this many training inputs
             (True: all of them); None or False to keep them as training left
             them. The model needs a BatchNormalization layer.
+        trainer: None to fit the pruned model itself, or a callable that
+            wraps it in the model to compile and fit, for example
+            ``lambda m: AdversarialModel(m, eps=0.3)``; the pruned model is
+            returned either way.
+        callbacks: More Keras callbacks, run after the method's own.
         **apply_kwargs: More `tf_reweight.apply` arguments (``eps``,
             ``squared`` and ``bounded`` with ``"reweighted"`` only).
 
     Returns:
         A `PruneResult`.
+
+    Raises:
+        ValueError: For an invalid argument, before any training.
 
     Example:
     >>> result = prune(dense, (x, y), method="admm", target="50x", penalty=3e-3)
@@ -274,42 +269,53 @@ def prune(
         et al., "Learning both Weights and Connections for Efficient Neural
         Networks", NeurIPS 2015 (magnitude pruning).
     """
-    _check_epochs(phase1_epochs=phase1_epochs, retrain_epochs=retrain_epochs)
-    setup, callbacks, prune_epoch = _setup(
-        method, penalty, method_options, apply_kwargs
+    setup = method_setup(method, penalty, method_options, **apply_kwargs)
+    phase1_epochs = check_int("phase1_epochs", phase1_epochs)
+    retrain_epochs = check_int("retrain_epochs", retrain_epochs)
+    extra = _check_hooks(trainer, callbacks)
+    samples = batchnorm.check_recalibrate(recalibrate_bn, model, train[0])
+    pruned = api.apply(
+        model, structure, target, method=setup.penalty, **setup.apply_kwargs
     )
-    calibration = _check_recalibrate(recalibrate_bn, model, train[0])
-    pruned = api.apply(model, structure, target, **setup, **apply_kwargs)
-    compile_classifier(pruned, lr)
+    fitted = pruned if trainer is None else trainer(pruned)
+    compile_classifier(fitted, lr)
     epochs = phase1_epochs + retrain_epochs
-    prune_epoch = phase1_epochs if prune_epoch is None else prune_epoch
-    callbacks += [
-        HardPrune(epoch=prune_epoch),
+    prune_epoch = phase1_epochs if setup.prune_epoch is None else setup.prune_epoch
+    # The one rule: the hard prune happens at the start of epoch `prune_epoch`,
+    # or right after the fit when training ends before that epoch.
+    pruning = [HardPrune(epoch=prune_epoch)] if prune_epoch < epochs else []
+    hooks = [
+        *setup.callbacks,
+        *pruning,
         keras.callbacks.LearningRateScheduler(
             two_phase_lr(prune_epoch, epochs - prune_epoch, lr)
         ),
         SparsityMonitor(),
+        *extra,
     ]
     start = time.perf_counter()
-    history = pruned.fit(
+    history = fitted.fit(
         *train,
         batch_size=batch_size,
         epochs=epochs,
-        callbacks=callbacks,
+        callbacks=hooks,
         validation_data=validation_data,
         verbose=verbose,
     )
-    if epochs == prune_epoch:
+    if prune_epoch >= epochs:
         hard_prune(pruned)
-    recalibrated = _recalibrate(pruned, train[0], calibration, batch_size)
-    value = DEFAULT_PENALTY[method] if penalty is None else float(penalty)
+    recalibrated = 0
+    if samples is not None:
+        recalibrated = batchnorm.recalibrate_batchnorm(
+            pruned, train[0], batch_size=batch_size, samples=samples
+        )
     return PruneResult(
         pruned,
         history.history,
         time.perf_counter() - start,
         epochs,
         method,
-        value,
+        setup.value,
         recalibrated,
     )
 
