@@ -142,10 +142,10 @@ def adversarial_prune(
     and fit for ``phase1_epochs + retrain_epochs`` epochs with the method's
     callbacks, `HardPrune` after phase 1 (at the start for ``"magnitude"``),
     the `recipes.two_phase_lr` schedule and `SparsityMonitor`. The penalties
-    reach the adversarial loss through ``model.losses``. With ``recalibrate_bn``, the BatchNorm moving
-    statistics, averaged during training over adversarial inputs and the
-    network before its hard prune, are then recomputed on clean training
-    inputs (`tf_reweight.recalibrate_batchnorm`).
+    reach the adversarial loss through ``model.losses``. With
+    ``recalibrate_bn``, the BatchNorm moving statistics, averaged during
+    training over adversarial inputs and the network before its hard prune,
+    are then recomputed on clean training inputs (`tf_reweight.recalibrate_batchnorm`).
 
     Reweighting is *bounded* here by default (``bounded=True``): the groups
     the target keeps are exempt from the penalty from the first refresh on,
