@@ -3,6 +3,7 @@ sparsity schedules they follow. Each public class has its own module."""
 
 from tf_reweight.callbacks.admm_update import ADMMUpdate
 from tf_reweight.callbacks.hard_prune import HardPrune
+from tf_reweight.callbacks.recalibrate_batchnorm import RecalibrateBatchNorm
 from tf_reweight.callbacks.reweight import Reweight
 from tf_reweight.callbacks.scheduled_pruning import ScheduledPruning
 from tf_reweight.callbacks.schedules import PolynomialSparsity, ProgressiveSparsity
@@ -13,6 +14,7 @@ __all__ = [
     "HardPrune",
     "PolynomialSparsity",
     "ProgressiveSparsity",
+    "RecalibrateBatchNorm",
     "Reweight",
     "ScheduledPruning",
     "SparsityMonitor",

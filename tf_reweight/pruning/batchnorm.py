@@ -242,12 +242,20 @@ def require_batchnorm(model) -> list[keras.layers.BatchNormalization]:
     return layers
 
 
+#: ``recalibrate_bn="auto"``: recalibrate models with BatchNorm on this many
+#: training inputs (a fixed random sample), leave other models alone.
+AUTO = "auto"
+AUTO_SAMPLES = 10_000
+
+
 def check_recalibrate(recalibrate_bn, model: keras.Model, x) -> int | None:
     """Validates a recipe's ``recalibrate_bn`` option, before any training.
 
     Args:
-        recalibrate_bn: None or False (off), True (all of ``x``) or a
-            positive number of examples.
+        recalibrate_bn: None or False (off), True (all of ``x``), a
+            positive number of examples, or ``"auto"``: `AUTO_SAMPLES`
+            examples when the model has a trainable BatchNormalization
+            layer, else off.
         model: The model whose BatchNorm layers will be recalibrated.
         x: The training inputs (an array).
 
@@ -265,12 +273,16 @@ def check_recalibrate(recalibrate_bn, model: keras.Model, x) -> int | None:
     """
     if recalibrate_bn is None or recalibrate_bn is False:
         return None
+    if recalibrate_bn == AUTO:
+        if not any(layer.trainable for layer in batchnorm_layers(model)):
+            return None
+        recalibrate_bn = AUTO_SAMPLES
     if recalibrate_bn is not True and (
         not isinstance(recalibrate_bn, int | np.integer) or recalibrate_bn < 1
     ):
         raise ValueError(
-            "`recalibrate_bn` must be None, a bool or a positive number of "
-            f"examples. Received: recalibrate_bn={recalibrate_bn!r}"
+            "`recalibrate_bn` must be None, a bool, a positive number of "
+            f"examples or 'auto'. Received: recalibrate_bn={recalibrate_bn!r}"
         )
     require_batchnorm(model)
     return len(x) if recalibrate_bn is True else min(int(recalibrate_bn), len(x))

@@ -193,7 +193,7 @@ def prune(
     validation_data=None,
     verbose: int = 1,
     method_options: dict | None = None,
-    recalibrate_bn: int | bool | None = None,
+    recalibrate_bn: int | bool | str | None = "auto",
     trainer: Callable[[keras.Model], keras.Model] | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
     **apply_kwargs,
@@ -242,8 +242,10 @@ def prune(
             merged over `DEFAULT_OPTIONS`.
         recalibrate_bn: After training, recompute the BatchNorm moving
             statistics on a fixed random sample of this many training inputs
-            (True: all of them); None or False to keep them as training left
-            them. The model needs a BatchNormalization layer.
+            (True: all of them); ``"auto"`` (the default) for 10,000 of them
+            when the model has BatchNorm and nothing otherwise; None or False
+            to keep them as training left them. A number or True needs a
+            BatchNormalization layer.
         trainer: None to fit the pruned model itself, or a callable that
             wraps it in the model to compile and fit, for example
             ``lambda m: AdversarialModel(m, eps=0.3)``; the pruned model is
