@@ -63,15 +63,14 @@ the per-weight MNIST value 1e-5 would barely press filters) and ADMM
 ``rho`` 1e-3. Records go to ``benchmarks/results/frontier_cifar10.json``
 (``frontier_cifar10.png``; ``--quick``: 5,000 images, 5 dense epochs, 2 + 2
 epochs, rates 4 and 16, ADMM every 8 steps, ``frontier_cifar10_quick.json``).
-On 2 busy CPU cores a training step of 128 images took about 0.5 s for the
-dense ResNet-20, 1.2 s with tf_reweight's pruning wrappers and 0.3 s in
-tfmot's ``tf_keras``, so ``seconds`` compares frameworks as much as methods.
+tfmot trains in ``tf_keras``, the other methods in Keras 3 with pruning
+wrappers, so ``seconds`` compares frameworks as much as methods (step times
+in BENCHMARKS.md).
 
 BatchNorm: after a hard prune, a pruned filter's output is zero but its
 BatchNorm layer's moving statistics still describe the old channel, so in
 inference mode the channel emits a large constant instead of its shift
-``beta`` and the network falls to chance (filter 2x: 46% training accuracy,
-14% and 10% test accuracy for reweighting and ADMM). The suite therefore
+``beta`` and the network falls to chance (BENCHMARKS.md). The suite therefore
 recomputes the moving statistics of every tf_reweight model on its 10,000
 training images after training (``--recalibrate-bn 10000``,
 `tf_reweight.recalibrate_batchnorm`, no weight changes) and records the
@@ -79,9 +78,8 @@ accuracy before it too (``accuracy_before_recalibration``). tfmot's
 unstructured models zero no whole channels and are not recalibrated.
 
 The dense ResNet-20 trains with Adam ``--lr`` decayed by a cosine to 1e-5
-over its epochs (LeNet-5's dense training keeps the rate constant); with a
-constant rate its last-epoch test accuracy was 36%, below what every pruned
-model reached after its own decay.
+over its epochs (LeNet-5's dense training keeps the rate constant): with a
+constant rate the dense model ended below the pruned ones (BENCHMARKS.md).
 
 Fairness is as on MNIST: one cached dense checkpoint (its own file in
 ``--cache-dir``, named after the suite, training images, test images, dense
@@ -99,22 +97,12 @@ tfmot prunes exactly these 20 kernels (``tfmot_baseline.py --layers``) to
 one uniform sparsity ``1 - 1/rate``, and counts its nonzeros over them;
 reweighting and ADMM rank filters globally across them.
 
-Tuning (200x, the first 30,000 training images, 4 + 4 epochs, accuracy on
-the full test set): ADMM with one Z/U step per epoch and ``rho`` x1.5 per
-step reached 84-95% for initial ``rho`` from 1e-1 down to 1e-4; a Z/U step
-every 50 steps with ``rho`` x1.2 per step did much better (``rho`` 1e-5:
-96.0%, 1e-4: 97.7%, 1e-3: 98.2%, 3e-3: 97.4%, 1e-2: 94.3%), hence the
-defaults ``rho`` 1e-3, x1.2 up to 1, every 100 steps on the full set (the
-same 4.7 Z/U steps per epoch as in the tuning). Group lasso ``lambda``:
-1e-6: 80.2%, 1e-5: 94.0%, 1e-4: 98.1%, 1e-3: 98.2%, 1e-2: 95.2%.
-Reweighting ``lambda`` 1e-4: 97.6%, 1e-3: 96.7%; one-shot magnitude: 85.1%.
-Reweighting's ``lambda`` on the frontier comes from the sweep of this run
-(200x, full data, 4 + 4 epochs, unbounded): 1e-6: 97.0%, 1e-5: 98.7%,
-1e-4: 98.4%, 1e-3: 94.6%, hence ``--penalty 1e-5`` for MNIST. Structured
-jobs take ``--structured-penalty`` (MNIST default 1e-3): the penalty's pull
-on a unit is ``lambda / ||W_g||``, and a filter's or column's norm is far
-larger than a single weight's; at filter 4x, 1e-4 gave 98.99% and 1e-3
-99.31%.
+Defaults: ADMM's ``rho`` 1e-3 (x1.2 per Z/U step up to 1, a step every 100
+steps), group lasso's ``lambda`` 1e-3, reweighting's ``--penalty 1e-5`` for
+MNIST and ``--structured-penalty`` 1e-3 (a unit's pull is
+``lambda / ||W_g||``, and a filter's or column's norm is far larger than a
+single weight's) come from the tuning runs and the lambda sweep recorded in
+BENCHMARKS.md ("Tuning of the frontier's defaults").
 """
 
 from __future__ import annotations
@@ -123,16 +111,19 @@ import argparse
 import dataclasses
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+from benchmarks import records  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("reweighted", "admm", "tfmot", "group_lasso", "magnitude")
@@ -334,31 +325,22 @@ class Job:
     penalty: float | None
     eps: float | None = None  # reweighting's eps; None: the library default
 
-    def key(self, epochs: int) -> tuple:
-        return (
-            self.method,
-            self.structure,
-            self.target_rate,
-            self.penalty,
-            epochs,
-            self.eps,
-        )
+    def key_fields(self, epochs: int) -> dict:
+        """The `KEY_FIELDS` of the job's record, run for ``epochs`` in all."""
+        return {
+            "method": self.method,
+            "structure": self.structure,
+            "target_rate": self.target_rate,
+            "penalty": self.penalty,
+            "epochs": epochs,
+            "eps": self.eps,
+        }
 
 
+# The fields that identify a record: a run skips the jobs already stored.
+KEY_FIELDS = ("method", "structure", "target_rate", "penalty", "epochs", "eps")
 # Fields of `Bench.run`'s result that only some jobs have.
 OPTIONAL_FIELDS = ("method_options", "recalibrate_bn", "accuracy_before_recalibration")
-
-
-def record_key(record: dict) -> tuple:
-    """The resume key of a stored record."""
-    return (
-        record["method"],
-        record["structure"],
-        record.get("target_rate"),
-        record.get("penalty"),
-        record["epochs"],
-        record.get("eps"),
-    )
 
 
 def main_penalties(args, structured: bool = False) -> dict:
@@ -408,27 +390,6 @@ def jobs(args) -> list[Job]:
             for j in found
         ]
     return list(dict.fromkeys(found))
-
-
-def load_records(path: Path) -> list[dict]:
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def append_record(path: Path, record: dict) -> None:
-    """Appends one record to the JSON list at ``path``.
-
-    The rewrite is atomic and holds a lock, so runs in parallel processes can
-    share one results file.
-    """
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        records = load_records(path) + [record]
-        tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(records, indent=1) + "\n")
-        tmp.replace(path)
 
 
 class Bench:
@@ -632,21 +593,6 @@ class Bench:
         return json.loads(lines[-1])
 
 
-def _versions() -> dict:
-    import keras
-    import tensorflow as tf
-
-    import tf_reweight
-
-    return {
-        "python": sys.version.split()[0],
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "tf_reweight": tf_reweight.__version__,
-    }
-
-
 def measure(args, results: Path, command: str) -> int:
     """Runs every job not yet in ``results``; returns the number of failures."""
     todo = jobs(args)
@@ -658,9 +604,9 @@ def measure(args, results: Path, command: str) -> int:
         "command": command,
     }
     sizes = {"train_images": len(bench.train[0]), "test_images": len(bench.test[0])}
-    dense_key = ("dense", "dense", 1.0, None, args.dense_epochs, None)
-    if dense_key not in {record_key(r) for r in load_records(results)}:
-        dense = {"method": "dense", "structure": "dense", "target_rate": 1.0}
+    store = records.Store(results, KEY_FIELDS)
+    dense = {"method": "dense", "structure": "dense", "target_rate": 1.0}
+    if not store.has({**dense, "epochs": args.dense_epochs}):
         record = {
             **dense,
             **common,
@@ -671,17 +617,16 @@ def measure(args, results: Path, command: str) -> int:
             "seconds_per_epoch": bench.dense_info["seconds"] / args.dense_epochs,
             "nonzeros": None,
             **sizes,
-            "versions": _versions(),
+            "versions": records.tf_versions(),
         }
-        append_record(results, record)
+        store.add(record)
         print(json.dumps(record), flush=True)
     failures = 0
     for i, job in enumerate(todo, 1):
-        done = {record_key(r) for r in load_records(results)}
         label = f"[{i}/{len(todo)}] {job.method} {job.structure} {job.target_rate:g}x"
         if job.penalty is not None:
             label += f" penalty={job.penalty:g}"
-        if job.key(epochs) in done:
+        if store.has(job.key_fields(epochs)):
             print(f"{label}: already measured, skipped", flush=True)
             continue
         print(f"{label}: running", flush=True)
@@ -707,15 +652,15 @@ def measure(args, results: Path, command: str) -> int:
             **({} if job.eps is None else {"eps": job.eps}),
             **{k: out[k] for k in OPTIONAL_FIELDS if k in out},
             **sizes,
-            "versions": out.get("versions") or _versions(),
+            "versions": out.get("versions") or records.tf_versions(),
             "command": command,
         }
-        append_record(results, record)
+        store.add(record)
         print(json.dumps(record), flush=True)
     return failures
 
 
-def lines(records: list[dict], mains: dict) -> tuple[dict, list, list]:
+def lines(stored: list[dict], mains: dict) -> tuple[dict, list, list]:
     """Splits records into frontier lines, single sweep points and dense rows.
 
     A line is one method, structure and configuration (penalty, eps) measured
@@ -728,7 +673,7 @@ def lines(records: list[dict], mains: dict) -> tuple[dict, list, list]:
     """
     groups: dict[tuple, list] = {}
     dense = []
-    for r in records:
+    for r in stored:
         if r["method"] == "dense":
             dense.append(r)
             continue
@@ -749,7 +694,7 @@ def lines(records: list[dict], mains: dict) -> tuple[dict, list, list]:
 
 
 def plot(
-    records: list[dict], path: Path, mains: dict, suite: Suite = SUITES["mnist"]
+    stored: list[dict], path: Path, mains: dict, suite: Suite = SUITES["mnist"]
 ) -> None:
     """Accuracy vs compression rate (log x), one line per method and structure.
 
@@ -762,7 +707,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series, sweep, dense = lines(records, mains)
+    series, sweep, dense = lines(stored, mains)
     zoom = (suite.zoom, 100.0)
     if suite.zoom is None:
         top = 100 * max((r["accuracy"] for r in dense), default=1.0)
@@ -803,14 +748,14 @@ def plot(
     print(f"Wrote {path}", flush=True)
 
 
-def table(records: list[dict], mains: dict) -> str:
+def table(stored: list[dict], mains: dict) -> str:
     """A Markdown table: accuracy (and achieved rate) per target and line.
 
     Rows are (structure, target rate), columns the lines of `lines` (a
     structured line shares its method's column); sweep points are left out,
     as in the plot.
     """
-    series, _, _ = lines(records, mains)
+    series, _, _ = lines(stored, mains)
     cells, columns = {}, []
     for label, rows in series.items():
         column = label.split(" (")[0] if "(" in label and "λ" not in label else label
@@ -837,15 +782,15 @@ def main(argv: list[str] | None = None) -> int:
     stem = "frontier" if suite.name == "mnist" else f"frontier_{suite.name}"
     default = f"{stem}_quick.json" if args.quick else f"{stem}.json"
     results = Path(args.results) if args.results else HERE / "results" / default
-    command = shlex.join(["python", "benchmarks/frontier.py", *argv])
+    command = records.command("frontier", argv)
     print(f"Command: {command}\nResults: {results}", flush=True)
     failures = 0
     if not args.plot_only:
         failures = measure(args, results, command)
     mains = main_configs(args)
     if args.plot or args.plot_only:
-        plot(load_records(results), results.with_suffix(".png"), mains, suite)
-    print(table(load_records(results), mains), flush=True)
+        plot(records.load(results), results.with_suffix(".png"), mains, suite)
+    print(table(records.load(results), mains), flush=True)
     return 1 if failures else 0
 
 

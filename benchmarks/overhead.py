@@ -17,27 +17,31 @@ counted. LeNet-5 on the first ``--train-limit`` MNIST training images, batch
 
     python benchmarks/overhead.py            # 5 rounds on 20,000 images
 
-Results: ``benchmarks/results/overhead.json``, one record per method.
+Results: ``benchmarks/results/overhead.json``, one record per method. The
+ratios need every method's epochs, so the records are stored when the last
+round ends; a record replaces the stored one of the same method, model,
+dataset, training images and target.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from frontier import _versions  # noqa: E402
+from benchmarks import records  # noqa: E402
 
+HERE = Path(__file__).resolve().parent
 METHODS = ("dense", "reweighted", "admm", "group_lasso", "magnitude")
+# The fields that identify a record: a new run replaces the stored one.
+KEY_FIELDS = ("method", "model", "dataset", "train_images", "target", "relative_to")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,19 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.rounds < 1:
         raise SystemExit(f"Expected --rounds >= 1. Received: --rounds={args.rounds}")
-    records = measure(args)
-    command = shlex.join(["python", "benchmarks/overhead.py", *argv])
-    for r in records:
-        r.update(versions=_versions(), command=command)
+    path = Path(args.results) if args.results else HERE / "results" / "overhead.json"
+    store = records.Store(path, KEY_FIELDS)
+    command = records.command("overhead", argv)
+    for r in measure(args):
+        r.update(versions=records.tf_versions(), command=command)
+        store.add(r, replace=True)
         print(
             f"{r['method']:>12}: median {r['seconds_per_epoch']:.2f} s/epoch "
             f"({r['ratio']:.2f}x {r['relative_to']}), fastest {r['min_seconds']:.2f} s "
             f"({r['min_ratio']:.2f}x)",
             flush=True,
         )
-    path = Path(args.results) if args.results else HERE / "results" / "overhead.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(records, indent=1) + "\n")
+    print(f"Command: {command}\nResults: {path}", flush=True)
     return 0
 
 

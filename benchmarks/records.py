@@ -219,3 +219,20 @@ def versions(*distributions: str) -> dict:
         except metadata.PackageNotFoundError:
             pass
     return found
+
+
+def tf_versions() -> dict:
+    """The ``versions`` of a record measured on TensorFlow.
+
+    The field of the frontier, robust and overhead records: Python,
+    TensorFlow, Keras, NumPy and this library.
+
+    Returns:
+        ``{"python", "tensorflow", "keras", "numpy", "tf_reweight"}``.
+    """
+    import tf_reweight
+
+    return {
+        **versions("tensorflow", "keras", "numpy"),
+        "tf_reweight": tf_reweight.__version__,
+    }

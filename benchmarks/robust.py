@@ -44,18 +44,18 @@ import argparse
 import dataclasses
 import json
 import os
-import shlex
 import sys
 import time
 import traceback
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from benchmarks import records  # noqa: E402
 
-from frontier import _versions, append_record, load_records  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,28 +229,24 @@ def train_attack(args) -> str:
     return attacks(args)[0].label
 
 
-def record_key(record: dict) -> tuple:
-    """The resume key of a stored record."""
-    return tuple(
-        record.get(k)
-        for k in (
-            "method",
-            "model",
-            "dataset",
-            "structure",
-            "target_rate",
-            "epochs",
-            "train_attack",
-            "attack",
-            "eval_samples",
-            "train_samples",
-            "recalibrate_bn",
-            "max_ratio",
-            "probe_ratio",
-            "seed",
-            "prune_seed",
-        )
-    )
+# The fields that identify a record: a run skips the methods already stored.
+KEY_FIELDS = (
+    "method",
+    "model",
+    "dataset",
+    "structure",
+    "target_rate",
+    "epochs",
+    "train_attack",
+    "attack",
+    "eval_samples",
+    "train_samples",
+    "recalibrate_bn",
+    "max_ratio",
+    "probe_ratio",
+    "seed",
+    "prune_seed",
+)
 
 
 class Bench:
@@ -445,6 +441,7 @@ def measure(args, results: Path, command: str) -> int:
         **({} if args.prune_seed is None else {"prune_seed": args.prune_seed}),
     }
     jobs = [("dense", None)] + [(m, VARIANTS[m]) for m in _names(args.methods)]
+    store = records.Store(results, KEY_FIELDS)
     failures = 0
     for i, (name, variant) in enumerate(jobs):
         key_fields = {"method": name, "structure": args.structure, **common}
@@ -458,7 +455,7 @@ def measure(args, results: Path, command: str) -> int:
             key_fields.update(target_rate=args.rate, epochs=sum(args.epochs))
         key_fields["eval_samples"] = min(args.eval_limit, len(bench.test[1]))
         label = f"[{i}/{len(jobs) - 1}] {name} {args.rate:g}x"
-        if record_key(key_fields) in {record_key(r) for r in load_records(results)}:
+        if store.has(key_fields):
             print(f"{label}: already measured, skipped", flush=True)
             continue
         print(f"{label}: running", flush=True)
@@ -472,13 +469,14 @@ def measure(args, results: Path, command: str) -> int:
             out.update(rate=1.0, nonzeros=None)
         else:
             out["rate"] = out["weights"] / max(out["nonzeros"], 1)
-        record = {**key_fields, **out, "versions": _versions(), "command": command}
-        append_record(results, record)
+        versions = records.tf_versions()
+        record = {**key_fields, **out, "versions": versions, "command": command}
+        store.add(record)
         print(json.dumps(record), flush=True)
     return failures
 
 
-def table(records: list[dict], args) -> str:
+def table(stored: list[dict], args) -> str:
     """A Markdown table of the records measured with ``args``' settings.
 
     One row per method; each accuracy cell lists the runs (``seed`` /
@@ -497,7 +495,7 @@ def table(records: list[dict], args) -> str:
     }
     same = [
         r
-        for r in records
+        for r in stored
         if all(r.get(k) == v for k, v in wanted.items())
         and (args.train_limit is None or r["train_samples"] <= args.train_limit)
         and (
@@ -557,10 +555,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _configure(argv)
     default = "robust_quick.json" if args.quick else "robust.json"
     results = Path(args.results) if args.results else HERE / "results" / default
-    command = shlex.join(["python", "benchmarks/robust.py", *argv])
+    command = records.command("robust", argv)
     print(f"Command: {command}\nResults: {results}", flush=True)
     failures = measure(args, results, command)
-    print(table(load_records(results), args), flush=True)
+    print(table(records.load(results), args), flush=True)
     return 1 if failures else 0
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks import records as record_store
+
 
 @pytest.fixture(scope="module")
 def frontier():
@@ -58,6 +60,9 @@ def test_every_method_measures_resumes_and_plots(frontier, data_dir, tmp_path):
     unstructured = records[1:7]
     assert all(r["rate"] == pytest.approx(10, rel=0.01) for r in unstructured)
     assert set(records[3]["versions"]) == {"tensorflow", "tf_keras", "tfmot"}
+    assert (
+        records[0]["versions"] == records[1]["versions"] == record_store.tf_versions()
+    )
     assert records[7]["structure"] == "filter" and records[7]["rate"] >= 1.9
     assert records[8]["penalty"] == 1e-4
 
@@ -66,17 +71,19 @@ def test_every_method_measures_resumes_and_plots(frontier, data_dir, tmp_path):
     assert (tmp_path / "frontier.png").stat().st_size > 10_000
 
 
-def test_jobs_and_keys(frontier):
+def test_jobs_and_keys(frontier, tmp_path):
     args = frontier._parser().parse_args(["--rates=50,200", "--sweep=1e-5,1e-3"])
     found = frontier.jobs(args)
     # 2 rates x 5 methods + 2 structures x 3 rates x 2 methods + 1 new sweep job
     assert len(found) == 10 + 12 + 1
     assert found[-1].penalty == 1e-3 and found[-1].target_rate == 200
     record = {"method": "admm", "structure": "filter", "target_rate": 4.0}
-    record.update(penalty=3e-3, epochs=8)
-    assert frontier.record_key(record) == frontier.Job("admm", "filter", 4.0, 3e-3).key(
-        8
-    )
+    record.update(penalty=3e-3, epochs=8, accuracy=0.9)
+    store = record_store.Store(tmp_path / "frontier.json", frontier.KEY_FIELDS)
+    store.add(record)
+    assert store.has(frontier.Job("admm", "filter", 4.0, 3e-3).key_fields(8))
+    assert not store.has(frontier.Job("admm", "filter", 4.0, 3e-3).key_fields(6))
+    assert not store.has(frontier.Job("admm", "filter", 4.0, 3e-3, 1e-2).key_fields(8))
 
 
 def test_cifar10_suite_defaults(frontier):

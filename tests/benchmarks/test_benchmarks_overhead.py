@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from benchmarks import records as record_store
+
 
 def test_interleaved_epochs_give_one_ratio_per_method(data_dir, tmp_path):
     from benchmarks import overhead
@@ -22,6 +24,26 @@ def test_interleaved_epochs_give_one_ratio_per_method(data_dir, tmp_path):
     assert records[1]["ratio"] == pytest.approx(
         records[1]["seconds_per_epoch"] / records[0]["seconds_per_epoch"], rel=1e-2
     )
+    assert records[0]["versions"] == record_store.tf_versions()
+    assert records[0]["command"] == record_store.command(
+        "overhead", [*argv, "--rounds=2"]
+    )
+
+    # A second run replaces its methods' records and keeps the others'.
+    other = {**records[0], "train_images": 128}
+    record_store.append(results, other)
+    assert overhead.main([*argv, "--rounds=1", "--methods=dense,magnitude"]) == 0
+    again = json.loads(results.read_text())
+    assert [r["method"] for r in again] == [
+        "reweighted",
+        "admm",
+        "group_lasso",
+        "dense",
+        "dense",
+        "magnitude",
+    ]
+    assert again[:3] == records[1:4] and again[3] == other
+    assert [len(r["epoch_seconds"]) for r in again[4:]] == [1, 1]
     with pytest.raises(SystemExit):
         overhead.main([*argv, "--rounds=0"])
     with pytest.raises(ValueError, match="obd"):

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from benchmarks import records as record_store
+
 FIELDS = {
     "accuracy",
     "attack",
@@ -70,9 +72,11 @@ def test_methods_measure_at_equal_budget_and_resume(robust, data_dir, tmp_path):
     assert robust.main(argv) == 0  # everything is already there
     assert json.loads(results.read_text()) == records
     assert [r.get("bounded") for r in records[1:]] == [None, True, True]
+    store = record_store.Store(results, robust.KEY_FIELDS)
+    assert all(store.has(r) for r in records)
     for seed in ("seed", "prune_seed"):
-        other = {**records[1], seed: 1}
-        assert robust.record_key(other) != robust.record_key(records[1])
+        assert not store.has({**records[1], seed: 1})
+    assert records[1]["versions"] == record_store.tf_versions()
 
     # Another evaluation size evaluates the cached dense model again.
     same = [a for a in argv if not a.startswith(("--eval-limit", "--methods"))]
@@ -127,7 +131,8 @@ def test_batchnorm_recalibration_is_measured_too(robust, data_dir, tmp_path):
     assert 0.0 <= pruned["recal_robust_accuracy"] <= 1.0
     # A run without recalibration is a different record, not a resumed one.
     plain = {k: v for k, v in pruned.items() if k != "recalibrate_bn"}
-    assert robust.record_key(plain) != robust.record_key(pruned)
+    store = record_store.Store(results, robust.KEY_FIELDS)
+    assert store.has(pruned) and not store.has(plain)
 
 
 def test_table_lists_runs_side_by_side_with_their_mean(robust):
