@@ -248,7 +248,7 @@ def prune(
             BatchNormalization layer.
         trainer: None to fit the pruned model itself, or a callable that
             wraps it in the model to compile and fit, for example
-            ``lambda m: AdversarialModel(m, eps=0.3)``; the pruned model is
+            ``lambda m: AdversarialModel(m, Attack(epsilon=0.3))``; the pruned model is
             returned either way.
         callbacks: More Keras callbacks, run after the method's own.
         **apply_kwargs: More `tf_reweight.apply` arguments (``eps``,
