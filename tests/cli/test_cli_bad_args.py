@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+import tf_reweight as tfr
 import tflite_export.cli
 from tf_reweight.cli import main as cli
 from tf_reweight.core import checks
@@ -51,7 +52,7 @@ def no_work(monkeypatch, tmp_path):
 
     monkeypatch.setattr(data, "load", forbidden)
     monkeypatch.setattr(keras.Model, "fit", forbidden)
-    monkeypatch.setattr(tflite_export.convert, "_strip", forbidden)
+    monkeypatch.setattr(tfr, "strip", forbidden)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
 
 

@@ -206,7 +206,7 @@ def test_prune_recipe_runs_admm_and_validates_before_building():
     for kwargs, match in (
         ({"method": "l0"}, "Unknown pruning method"),
         ({"method": "admm", "penalty": 0.0}, "rho"),
-        ({"method": "admm", "eps": 0.1}, "reweighted penalty only"),
+        ({"method": "admm", "eps": 0.1}, "configure other methods than 'admm'"),
         ({"method": "magnitude", "penalty": 1e-4}, "no penalty"),
         ({"method": "group_lasso", "method_options": {"every": 2}}, "phase-1"),
         ({"phase1_epochs": -1}, "phase1_epochs"),
