@@ -18,18 +18,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 TENSORFLOW_ONLY = (
-    "test_adversarial.py",
-    "test_attacks.py",
+    # Whole packages: robustness (cleverhans), the CLIs and the TFLite export.
+    "tests/robust",
+    "tests/cli",
+    "tests/tflite_export",
     "test_batchnorm.py",
     "test_benchmarks_*.py",
-    "test_cli*.py",
     "test_data.py",
     "test_distribute.py",
-    "test_mrpf.py",
     "test_recipes.py",
-    "test_robustness.py",
-    "test_sensitivity.py",
-    "test_tflite_*.py",
     # Single tests that use TensorFlow APIs (tf.GradientTape, tf.function):
     "test_quantization.py::test_fake_quantize_value_and_identity_gradient",
     "test_schedules.py::test_schedules_trace_in_tf_function",
