@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import tf_reweight as tfr
-import tflite_export.cli
 from tf_reweight.cli import main as cli
+from tf_reweight.cli import tflite as tflite_cli
 from tf_reweight.core import checks
 from tf_reweight.training import data
 
@@ -292,7 +292,7 @@ def test_tflite_export_refuses_bad_arguments(
     if name == "--representative-npy" and argv[-1] == "--representative-npy":
         argv.append(str(files / "nowhere.npy"))
     before = sorted(p.name for p in tmp_path.iterdir())
-    _refused(tflite_export.cli.main, argv, name, capsys)
+    _refused(tflite_cli.main, argv, name, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from tf_reweight.cli.tflite import main
 from tflite_export import evaluate_tflite, export
-from tflite_export.cli import main
 
 L = keras.layers
 

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
+from tf_reweight.cli.tflite import main
 from tflite_export import evaluate_tflite, export, verify
-from tflite_export.cli import main
 from tflite_export.flatbuffer import count_zero_weights
 
 L = keras.layers

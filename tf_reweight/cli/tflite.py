@@ -1,4 +1,4 @@
-"""The `tflite-export` console script.
+"""The `tflite-export` console script (over the `tflite_export` package).
 
 Example:
 
