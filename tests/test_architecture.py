@@ -90,8 +90,9 @@ def test_every_module_is_in_a_package_of_the_table():
 
 def test_imports_run_down_the_table():
     wrong = []
+    edges = _edges()
     for module in MODULES:
-        for target in _edges()[module]:
+        for target in edges[module]:
             if module.startswith("tflite_export") and _group(target) != "tflite_export":
                 if _group(target) not in ("tf_reweight", "tf_reweight.core"):
                     wrong.append(f"{module} -> {target}")
