@@ -71,8 +71,12 @@ def test_prune_recalibrates_batchnorm_on_a_sample_of_training_inputs():
     for old, new in zip(moving, _moving(result.model), strict=True):
         # Float32 moments pooled in another order: about 1e-6 off; margin.
         np.testing.assert_allclose(old, new, rtol=1e-4, atol=1e-5)
-    plain = recipes.prune(_bn_classifier(), (x, y), **options)
+    plain = recipes.prune(_bn_classifier(), (x, y), recalibrate_bn=None, **options)
     assert plain.recalibrated_bn == 0
+    # The default, "auto", recalibrates a model with BatchNorm.
+    assert recipes.prune(_bn_classifier(), (x, y), **options).recalibrated_bn == 1
+    lenet = recipes.prune(models.lenet_300_100((8, 8, 1)), (x, y), **options)
+    assert lenet.recalibrated_bn == 0
 
 
 @pytest.mark.parametrize(
