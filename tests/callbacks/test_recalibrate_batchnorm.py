@@ -22,7 +22,9 @@ def _data(n=64):
     return x, rng.integers(0, 3, n)
 
 
-def test_moving_statistics_equal_the_data_after_fit():
+# More samples than inputs: all of them.
+@pytest.mark.parametrize("samples", [None, 10_000])
+def test_moving_statistics_equal_the_data_after_fit(samples):
     keras.utils.set_random_seed(0)
     x, y = _data()
     pruned = tfr.apply(_net(), "filter", 0.5, penalty=1e-3)
@@ -33,7 +35,10 @@ def test_moving_statistics_equal_the_data_after_fit():
         batch_size=16,
         epochs=2,
         verbose=0,
-        callbacks=[tfr.HardPrune(1), tfr.RecalibrateBatchNorm(x, batch_size=16)],
+        callbacks=[
+            tfr.HardPrune(1),
+            tfr.RecalibrateBatchNorm(x, samples, batch_size=16),
+        ],
     )
     bn = pruned.get_layer("bn")
     conv = pruned.get_layer("conv")

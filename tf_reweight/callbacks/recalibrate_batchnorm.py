@@ -57,11 +57,11 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
         require_batchnorm(self.model)
 
     def on_train_end(self, logs=None):
-        samples = None if self.samples is None else min(self.samples, len(self.x))
+        # `recalibrate_batchnorm` uses all of ``x`` when ``samples >= len(x)``.
         recalibrate_batchnorm(
             self.model,
             self.x,
             batch_size=self.batch_size,
-            samples=samples,
+            samples=self.samples,
             seed=self.seed,
         )
