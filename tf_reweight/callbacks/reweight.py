@@ -21,7 +21,9 @@ class Reweight(PruningCallback):
     uninterrupted run, and a refresh a checkpoint missed is made up at the
     next epoch (or at the start of training). In bounded mode the groups the
     current target keeps get ``alpha = 0``. Hard-pruned layers are left
-    alone.
+    alone. Penalties built with ``penalty="auto"`` get their ``lambda`` at the
+    end of the first training batch, from its loss
+    (`tf_reweight.pruning.operations.calibrate_penalties`).
 
     Args:
         every: Refresh period.
@@ -35,6 +37,7 @@ class Reweight(PruningCallback):
         super().__init__()
         self.every = check_int("every", every, low=1)
         self.unit = check_choice("unit", unit, ("epoch", "step"))
+        self._calibrating = False
 
     def _penalties(self) -> list:
         """The penalties this callback refreshes (of layers not pruned yet)."""
@@ -66,6 +69,7 @@ class Reweight(PruningCallback):
             p.refreshed_at.assign(step)
 
     def on_train_begin(self, logs=None):
+        self._calibrating = any(p.needs_calibration for p in self._penalties())
         step = training_step(self.model)
         due = self.unit == "step" and step % self.every == 0
         self._maybe_refresh(f"the start of training (step {step})", due)
@@ -80,12 +84,28 @@ class Reweight(PruningCallback):
             self._maybe_refresh(f"the end of epoch {epoch}")
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._calibrating:
+            self._calibrate(logs)
         if self.unit != "step":
             return
         step = training_step(self.model)
         if step % self.every == 0:
             self._check_loss(logs, f"step {step}")
             self._maybe_refresh(f"step {step}")
+
+    def _calibrate(self, logs) -> None:
+        """Sets the auto penalties from the loss of the first batch."""
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            raise ValueError(
+                "penalty='auto' sets lambda from the training loss of the "
+                "first batch, but `fit` logged no 'loss'. Expected a model "
+                "whose train step logs its loss. Received: logs="
+                f"{sorted(logs or {})}"
+            )
+        self._check_loss(logs, "the first batch")
+        pruning.calibrate_penalties(self.model, float(loss))
+        self._calibrating = False
 
     def get_config(self):
         return {"every": self.every, "unit": self.unit}

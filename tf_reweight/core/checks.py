@@ -99,6 +99,38 @@ def check_number(
     return float(value)
 
 
+def check_number_or_auto(
+    name: str, value, low: float | None = None, *, strict: bool = False
+) -> float | str:
+    """Like `check_number`, but the string ``"auto"`` passes through.
+
+    Args:
+        name: The argument's name, for the error message.
+        value: The value to check.
+        low: The lower bound, or None.
+        strict: Whether ``value`` must exceed ``low``.
+
+    Returns:
+        ``"auto"``, or ``float(value)``.
+
+    Raises:
+        ValueError: For anything `check_number` refuses, other than ``"auto"``.
+
+    Example:
+    >>> check_number_or_auto("eps", "auto", 0.0, strict=True)
+    'auto'
+    """
+    if isinstance(value, str) and value == "auto":
+        return value
+    try:
+        return check_number(name, value, low, strict=strict)
+    except ValueError:
+        raise ValueError(
+            f"`{name}` must be {expected_number(low, strict)} or 'auto'. "
+            f"Received: {name}={value!r}"
+        ) from None
+
+
 def check_int(name: str, value, low: int = 0) -> int:
     """Returns ``value`` as an int if it is an integer (not a bool) >= ``low``.
 

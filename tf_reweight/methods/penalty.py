@@ -77,6 +77,31 @@ class KernelPenalty(keras.regularizers.Regularizer):
     def deactivate(self) -> None:
         """Turns the penalty off (after the final hard prune)."""
 
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether the penalty waits for `calibrate` (an ``"auto"`` value)."""
+        return False
+
+    def calibrate(self, data_loss: float, kept_groups: int) -> float:
+        """Sets a penalty value chosen during training (``"auto"``).
+
+        `tf_reweight.pruning.operations.calibrate_penalties` calls it once,
+        with what the whole model knows.
+
+        Args:
+            data_loss: The training loss of the first batch, before any
+                penalty.
+            kept_groups: The groups the target keeps over every kernel that
+                waits for calibration.
+
+        Returns:
+            The value set.
+        """
+        raise ValueError(
+            f"{type(self).__name__} has no value to calibrate. Received: "
+            f"data_loss={data_loss!r}, kept_groups={kept_groups!r}"
+        )
+
 
 def group_norms(structure: Structure, w4, squared: bool = False):
     """The L2 norm (or squared norm) of every penalty group of a kernel.

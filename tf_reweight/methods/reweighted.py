@@ -5,8 +5,69 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tf_reweight.core.checks import check_bool, check_number
+from tf_reweight.core.checks import check_bool, check_number, check_number_or_auto
 from tf_reweight.methods.penalty import KernelPenalty, group_norms
+
+AUTO = "auto"
+# penalty="auto": lambda = AUTO_PENALTY_RATIO * data loss / groups kept.
+AUTO_PENALTY_RATIO = 2.0
+# eps="auto": eps = AUTO_EPS_SCALE * median group norm * sqrt(groups / kept).
+AUTO_EPS_SCALE = 0.008
+
+
+def auto_eps(norms: np.ndarray, kept: np.ndarray) -> float:
+    """The ``eps`` of ``eps="auto"`` for one kernel's group norms.
+
+    ``eps = AUTO_EPS_SCALE * median(norms) * sqrt(G / K)`` for ``G`` groups of
+    which the current target keeps ``K``: it follows the kernel's scale (so a
+    kernel before BatchNorm, whose scale is free, is treated like any other)
+    and grows with the compression rate, so that high rates press the groups
+    between zero and the threshold more evenly.
+
+    Args:
+        norms: The group norms of the kernel.
+        kept: Boolean per group, the groups the target keeps.
+
+    Returns:
+        A positive float.
+
+    Example:
+    >>> auto_eps(np.full(100, 0.05), np.arange(100) < 25)  # 0.008 * 0.05 * 2
+    0.0008
+    """
+    norms = np.asarray(norms, np.float64)
+    rate = norms.size / max(int(np.count_nonzero(kept)), 1)
+    scale = float(np.median(norms)) or float(np.max(norms)) or 1.0
+    return AUTO_EPS_SCALE * scale * float(np.sqrt(rate))
+
+
+def auto_penalty(data_loss: float, kept_groups: int) -> float:
+    """The ``lambda`` of ``penalty="auto"``.
+
+    ``lambda = AUTO_PENALTY_RATIO * data_loss / kept_groups``: at the first
+    refresh every group's term ``alpha_g * ||W_g||`` is about 1, so the
+    penalty starts at about ``AUTO_PENALTY_RATIO`` times the data loss per
+    kept group for every group, that is ``AUTO_PENALTY_RATIO * rate`` times
+    the data loss in all: higher compression rates press harder.
+
+    Args:
+        data_loss: The training loss before any penalty (> 0 and finite); a
+            loss below 1e-4 counts as 1e-4.
+        kept_groups: The number of groups the target keeps, over every kernel
+            with an auto penalty (>= 1).
+
+    Returns:
+        The penalty value.
+
+    Raises:
+        ValueError: If the loss is not a finite positive number.
+
+    Example:
+    >>> auto_penalty(0.05, 1000)
+    0.0001
+    """
+    loss = check_number("data_loss", data_loss, 0.0)
+    return AUTO_PENALTY_RATIO * max(loss, 1e-4) / max(int(kept_groups), 1)
 
 
 @keras.saving.register_keras_serializable(package="tf_reweight")
@@ -26,9 +87,16 @@ class ReweightedGroupPenalty(KernelPenalty):
     ``squared=True`` the penalty is
     ``lambda * sum_g alpha_g * ||W_g||^2`` with ``alpha_g = 1/(||W_g||^2 + eps)``.
 
+    ``penalty="auto"`` sets ``lambda`` from the data loss of the first
+    training batch (`auto_penalty`, by `tf_reweight.callbacks.Reweight`): it
+    is 0 until then, and it is saved with the model, so resumed training
+    keeps it. ``eps="auto"`` computes ``eps`` at every refresh from the
+    kernel's group norms and the share of groups its target keeps
+    (`auto_eps`).
+
     Args:
-        penalty: The single knob, ``lambda`` (>= 0).
-        eps: Keeps ``alpha`` finite for zero groups (> 0).
+        penalty: The single knob, ``lambda`` (>= 0), or ``"auto"``.
+        eps: Keeps ``alpha`` finite for zero groups (> 0), or ``"auto"``.
         squared: Use squared group norms.
         bounded: Zero ``alpha`` on the groups the target keeps (off by
             default).
@@ -50,11 +118,12 @@ class ReweightedGroupPenalty(KernelPenalty):
         squared: bool = False,
         bounded: bool = False,
     ):
-        self.lam = check_number("penalty", penalty, 0.0)
-        self.eps = check_number("eps", eps, 0.0, strict=True)
+        self.lam = check_number_or_auto("penalty", penalty, 0.0)
+        self.eps = check_number_or_auto("eps", eps, 0.0, strict=True)
         self.squared = check_bool("squared", squared)
         self.bounded = check_bool("bounded", bounded)
         self.alpha = None
+        self.auto_lambda = None
 
     def build(self, layer, layout, structure):
         super().build(layer, layout, structure)
@@ -64,18 +133,48 @@ class ReweightedGroupPenalty(KernelPenalty):
             initializer="ones",
             trainable=False,
         )
+        if self.lam == AUTO:
+            # -1: not set yet (the penalty is 0 until `calibrate`).
+            self.auto_lambda = layer.add_weight(
+                name=f"{layout.weight_name}_lambda",
+                shape=(),
+                initializer=keras.initializers.Constant(-1.0),
+                trainable=False,
+            )
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether ``lambda`` is ``"auto"`` and not set yet."""
+        return (
+            self.auto_lambda is not None
+            and float(keras.ops.convert_to_numpy(self.auto_lambda)) < 0
+        )
+
+    def calibrate(self, data_loss: float, kept_groups: int) -> float:
+        """Sets the ``lambda`` of ``penalty="auto"`` (see `auto_penalty`)."""
+        if self.auto_lambda is None:
+            return super().calibrate(data_loss, kept_groups)
+        value = auto_penalty(data_loss, kept_groups)
+        self.auto_lambda.assign(np.float32(value))
+        return value
+
+    def _lambda(self, dtype):
+        if self.auto_lambda is None:
+            return self.lam
+        return keras.ops.maximum(keras.ops.cast(self.auto_lambda, dtype), 0.0)
 
     def _norms(self, w4):
         return group_norms(self.structure, w4, self.squared)
 
     def penalty(self, w4):
-        return self.lam * keras.ops.sum(
+        return self._lambda(w4.dtype) * keras.ops.sum(
             keras.ops.cast(self.alpha, w4.dtype) * self._norms(w4)
         )
 
     def refresh(self, w4, kept):
         norms = keras.ops.convert_to_numpy(self._norms(np.asarray(w4, np.float32)))
-        alpha = 1.0 / (norms + self.eps)
+        eps = auto_eps(norms, kept) if self.eps == AUTO else self.eps
+        alpha = 1.0 / (norms + eps)
         if self.bounded:
             alpha = np.where(kept, 0.0, alpha)
         self.alpha.assign(alpha.astype(np.float32))

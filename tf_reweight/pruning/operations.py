@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from tf_reweight.core import backend_support, budget, walker
+from tf_reweight.core.checks import check_number
 from tf_reweight.core.layouts import kernel_layouts
 from tf_reweight.pruning.wrapper import PrunedKernel, PruningWrapper
 
@@ -91,6 +92,37 @@ def refresh_penalties(model: keras.Model) -> None:
     for w, pk, keep in allocate(model):
         if pk.penalty is not None and not w.is_pruned:
             pk.penalty.refresh(pk.canonical(), w.kept_groups(pk, keep))
+
+
+def calibrate_penalties(model: keras.Model, data_loss: float) -> float | None:
+    """Sets the value of every penalty that waits for one (``"auto"``).
+
+    The groups the current targets keep are counted over every such kernel,
+    and each penalty computes its value from that count and ``data_loss``
+    (`tf_reweight.methods.reweighted.auto_penalty` for reweighting).
+
+    Args:
+        model: A model with `PruningWrapper` layers.
+        data_loss: The training loss before any penalty (finite, >= 0).
+
+    Returns:
+        The value set (the last one, if penalties differ), or None when no
+        penalty waited.
+
+    Raises:
+        ValueError: If ``data_loss`` is not a finite number >= 0.
+    """
+    loss = check_number("data_loss", data_loss, 0.0)
+    waiting = [
+        (w, pk, keep)
+        for w, pk, keep in allocate(model)
+        if pk.penalty is not None and pk.penalty.needs_calibration
+    ]
+    kept = sum(int(np.count_nonzero(w.kept_groups(pk, k))) for w, pk, k in waiting)
+    value = None
+    for _, pk, _ in waiting:
+        value = pk.penalty.calibrate(loss, kept)
+    return value
 
 
 def hard_prune(model: keras.Model, final: bool = True) -> None:

@@ -119,7 +119,7 @@ class MethodSetup:
     method: registry.Method
     penalty: KernelPenalty | None
     callbacks: list[keras.callbacks.Callback]
-    value: float
+    value: float | str
     apply_kwargs: dict
 
     @property
@@ -175,7 +175,8 @@ def method_setup(
     value = entry.default_penalty if penalty is None else penalty
     kernel_penalty = entry.penalty(value, **options)
     callbacks = entry.callbacks(**{**entry.default_options, **(method_options or {})})
-    return MethodSetup(entry, kernel_penalty, list(callbacks), float(value), rest)
+    value = value if isinstance(value, str) else float(value)
+    return MethodSetup(entry, kernel_penalty, list(callbacks), value, rest)
 
 
 def prune(
