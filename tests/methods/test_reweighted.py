@@ -117,6 +117,13 @@ def test_fit_sets_lambda_from_first_batch_loss_and_resume_keeps_it(tmp_path):
     ]
     np.testing.assert_allclose(restored, lambdas, rtol=0)
     assert not any(p.needs_calibration for p in _penalties(loaded))
+    eps = [float(keras.ops.convert_to_numpy(p.auto_eps)) for p in _penalties(pruned)]
+    assert min(eps) > 0
+    np.testing.assert_allclose(
+        [float(keras.ops.convert_to_numpy(p.auto_eps)) for p in _penalties(loaded)],
+        eps,
+        rtol=0,
+    )
     _fit(loaded)  # a resumed fit keeps the calibrated lambda
     again = [
         float(keras.ops.convert_to_numpy(p.auto_lambda)) for p in _penalties(loaded)
@@ -134,6 +141,12 @@ def test_auto_eps_refresh_uses_the_kernels_norms_and_kept_share():
     pk.penalty.refresh(w, kept)
     eps = 0.008 * np.median(norms) * np.sqrt(4)
     np.testing.assert_allclose(pk.penalty.alpha.numpy(), 1 / (norms + eps), rtol=1e-4)
+    assert float(pk.penalty.auto_eps.numpy()) == pytest.approx(eps, rel=1e-5)
+    # Later refreshes keep the first eps, however the norms and targets move.
+    pk.penalty.refresh(w / 100, np.ones(norms.size, bool))
+    np.testing.assert_allclose(
+        pk.penalty.alpha.numpy(), 1 / (norms / 100 + eps), rtol=1e-4
+    )
 
 
 def test_auto_config_round_trip_and_bad_strings():

@@ -90,9 +90,10 @@ class ReweightedGroupPenalty(KernelPenalty):
     ``penalty="auto"`` sets ``lambda`` from the data loss of the first
     training batch (`auto_penalty`, by `tf_reweight.callbacks.Reweight`): it
     is 0 until then, and it is saved with the model, so resumed training
-    keeps it. ``eps="auto"`` computes ``eps`` at every refresh from the
+    keeps it. ``eps="auto"`` computes ``eps`` at the first refresh from the
     kernel's group norms and the share of groups its target keeps
-    (`auto_eps`).
+    (`auto_eps`), and keeps it (also saved): were it to follow the shrinking
+    norms, ``alpha`` of the groups near zero would grow without bound.
 
     Args:
         penalty: The single knob, ``lambda`` (>= 0), or ``"auto"``.
@@ -124,6 +125,7 @@ class ReweightedGroupPenalty(KernelPenalty):
         self.bounded = check_bool("bounded", bounded)
         self.alpha = None
         self.auto_lambda = None
+        self.auto_eps = None
 
     def build(self, layer, layout, structure):
         super().build(layer, layout, structure)
@@ -137,6 +139,14 @@ class ReweightedGroupPenalty(KernelPenalty):
             # -1: not set yet (the penalty is 0 until `calibrate`).
             self.auto_lambda = layer.add_weight(
                 name=f"{layout.weight_name}_lambda",
+                shape=(),
+                initializer=keras.initializers.Constant(-1.0),
+                trainable=False,
+            )
+        if self.eps == AUTO:
+            # -1: not set yet (set at the first refresh).
+            self.auto_eps = layer.add_weight(
+                name=f"{layout.weight_name}_eps",
                 shape=(),
                 initializer=keras.initializers.Constant(-1.0),
                 trainable=False,
@@ -173,7 +183,12 @@ class ReweightedGroupPenalty(KernelPenalty):
 
     def refresh(self, w4, kept):
         norms = keras.ops.convert_to_numpy(self._norms(np.asarray(w4, np.float32)))
-        eps = auto_eps(norms, kept) if self.eps == AUTO else self.eps
+        eps = self.eps
+        if self.auto_eps is not None:
+            eps = float(keras.ops.convert_to_numpy(self.auto_eps))
+            if eps <= 0:
+                eps = auto_eps(norms, kept)
+                self.auto_eps.assign(np.float32(eps))
         alpha = 1.0 / (norms + eps)
         if self.bounded:
             alpha = np.where(kept, 0.0, alpha)
