@@ -56,7 +56,7 @@ def test_auto_eps_matches_numpy_formula():
     norms = rng.uniform(0.01, 1.0, 40)
     kept = np.zeros(40, bool)
     kept[:10] = True
-    expected = 0.008 * np.median(norms) * np.sqrt(40 / 10)
+    expected = 0.01 * np.median(norms) * np.sqrt(40 / 10)
     assert reweighted.auto_eps(norms, kept) == pytest.approx(expected, rel=1e-12)
     # It grows with the compression rate and follows the kernel's scale.
     kept_more = np.ones(40, bool)
@@ -69,8 +69,8 @@ def test_auto_eps_matches_numpy_formula():
 
 
 def test_auto_penalty_matches_formula_and_refuses_bad_losses():
-    assert reweighted.auto_penalty(0.05, 1000) == pytest.approx(2 * 0.05 / 1000)
-    assert reweighted.auto_penalty(0.0, 10) == pytest.approx(2 * 1e-4 / 10)
+    assert reweighted.auto_penalty(0.05, 1000) == pytest.approx(2.5 * 0.05 / 1000)
+    assert reweighted.auto_penalty(0.0, 10) == pytest.approx(2.5 * 1e-4 / 10)
     for bad in (float("nan"), float("inf"), -1.0, "0.1", None):
         with pytest.raises(ValueError, match="data_loss"):
             reweighted.auto_penalty(bad, 10)
@@ -84,7 +84,7 @@ def test_auto_penalty_is_zero_until_calibrated_then_follows_formula():
     assert float(sum(layer.losses)) == 0.0
     value = operations.calibrate_penalties(pruned, 0.5)
     kept = round(0.25 * (8 * 16 + 16 * 3))
-    assert value == pytest.approx(2 * 0.5 / kept, rel=1e-6)
+    assert value == pytest.approx(2.5 * 0.5 / kept, rel=1e-6)
     assert not any(p.needs_calibration for p in penalties)
     pk = layer.pruned_kernels[0]
     w = pk.canonical()
@@ -108,7 +108,7 @@ def test_fit_sets_lambda_from_first_batch_loss_and_resume_keeps_it(tmp_path):
     lambdas = [
         float(keras.ops.convert_to_numpy(p.auto_lambda)) for p in _penalties(pruned)
     ]
-    np.testing.assert_allclose(lambdas, 2 * first.loss / kept, rtol=1e-5)
+    np.testing.assert_allclose(lambdas, 2.5 * first.loss / kept, rtol=1e-5)
     path = tmp_path / "auto.keras"
     pruned.save(path)
     loaded = keras.saving.load_model(path)
@@ -139,7 +139,7 @@ def test_auto_eps_refresh_uses_the_kernels_norms_and_kept_share():
     kept = np.zeros(norms.size, bool)
     kept[: norms.size // 4] = True
     pk.penalty.refresh(w, kept)
-    eps = 0.008 * np.median(norms) * np.sqrt(4)
+    eps = 0.01 * np.median(norms) * np.sqrt(4)
     np.testing.assert_allclose(pk.penalty.alpha.numpy(), 1 / (norms + eps), rtol=1e-4)
     assert float(pk.penalty.auto_eps.numpy()) == pytest.approx(eps, rel=1e-5)
     # Later refreshes keep the first eps, however the norms and targets move.

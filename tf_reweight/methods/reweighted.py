@@ -10,9 +10,9 @@ from tf_reweight.methods.penalty import KernelPenalty, group_norms
 
 AUTO = "auto"
 # penalty="auto": lambda = AUTO_PENALTY_RATIO * data loss / groups kept.
-AUTO_PENALTY_RATIO = 2.0
+AUTO_PENALTY_RATIO = 2.5
 # eps="auto": eps = AUTO_EPS_SCALE * median group norm * sqrt(groups / kept).
-AUTO_EPS_SCALE = 0.008
+AUTO_EPS_SCALE = 0.01
 
 
 def auto_eps(norms: np.ndarray, kept: np.ndarray) -> float:
@@ -32,8 +32,8 @@ def auto_eps(norms: np.ndarray, kept: np.ndarray) -> float:
         A positive float.
 
     Example:
-    >>> auto_eps(np.full(100, 0.05), np.arange(100) < 25)  # 0.008 * 0.05 * 2
-    0.0008
+    >>> auto_eps(np.full(100, 0.05), np.arange(100) < 25)  # 0.01 * 0.05 * 2
+    0.001
     """
     norms = np.asarray(norms, np.float64)
     rate = norms.size / max(int(np.count_nonzero(kept)), 1)
@@ -63,8 +63,8 @@ def auto_penalty(data_loss: float, kept_groups: int) -> float:
         ValueError: If the loss is not a finite positive number.
 
     Example:
-    >>> auto_penalty(0.05, 1000)
-    0.0001
+    >>> auto_penalty(0.05, 1000)  # 2.5 * 0.05 / 1000
+    0.000125
     """
     loss = check_number("data_loss", data_loss, 0.0)
     return AUTO_PENALTY_RATIO * max(loss, 1e-4) / max(int(kept_groups), 1)
