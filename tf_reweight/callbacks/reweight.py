@@ -15,7 +15,8 @@ def check_milestones(milestones, name: str = "milestones") -> tuple[int, ...] | 
     """Validates refresh milestones: None, or increasing epoch numbers > 0.
 
     Args:
-        milestones: None, or a list or tuple of epoch numbers.
+        milestones: None, or a list or tuple of epoch numbers (empty: no
+            refresh after the first).
         name: The argument's name, for the error message.
 
     Returns:
@@ -31,7 +32,7 @@ def check_milestones(milestones, name: str = "milestones") -> tuple[int, ...] | 
     if milestones is None:
         return None
     expected = (
-        f"`{name}` must be None or a non-empty, strictly increasing list of "
+        f"`{name}` must be None or a strictly increasing list of "
         f"epoch numbers > 0, such as [10, 20, 30]. Received: {name}={milestones!r}"
     )
     if isinstance(milestones, str) or not isinstance(milestones, Sequence):
@@ -40,7 +41,7 @@ def check_milestones(milestones, name: str = "milestones") -> tuple[int, ...] | 
         values = tuple(check_int(name, m, low=1) for m in milestones)
     except ValueError:
         raise ValueError(expected) from None
-    if not values or list(values) != sorted(set(values)):
+    if list(values) != sorted(set(values)):
         raise ValueError(expected)
     return values
 
@@ -66,8 +67,8 @@ class Reweight(PruningCallback):
             ``milestones``: the two are exclusive.
         unit: ``"epoch"`` or ``"step"``.
         milestones: None, or the strictly increasing epochs (> 0) at whose
-            start alpha is refreshed, such as ``[10, 20, 30]``; needs
-            ``unit="epoch"``.
+            start alpha is refreshed, such as ``[10, 20, 30]`` (``[]``: only
+            the first refresh); needs ``unit="epoch"``.
 
     Example:
     >>> model.fit(x, y, epochs=4, callbacks=[Reweight(every=1)])
