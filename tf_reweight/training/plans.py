@@ -241,7 +241,7 @@ class Plan:
         """
         if self.stages is None:
             return None
-        if isinstance(target, Mapping):
+        if target is None or isinstance(target, Mapping):
             raise ValueError(
                 f"Plan {self.name!r} has progressive stages, which need one "
                 f"target for the model. Received: target={target!r}"
