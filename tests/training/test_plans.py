@@ -148,7 +148,7 @@ def test_registry_names_read_only_view_and_registration():
         assert get_plan("short_test_plan").milestones(20) == (10,)
         assert plans.PLANS["short_test_plan"] is short
     finally:
-        del plans._PLANS["short_test_plan"]  # noqa: SLF001 (test cleanup)
+        plans._PLANS.pop("short_test_plan")
 
 
 @pytest.mark.parametrize(
