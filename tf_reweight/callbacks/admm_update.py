@@ -112,6 +112,8 @@ class ADMMUpdate(Reweight):
         unit: ``"epoch"`` or ``"step"``.
         rho_factor: Growth of ``rho`` per update (>= 1; 1 keeps it fixed).
         rho_max: Upper bound of ``rho`` (> 0), or None.
+        milestones: Epochs at whose start to update instead of ``every``
+            (see `Reweight`).
 
     Example:
     >>> update = ADMMUpdate(every=100, unit="step", rho_factor=1.2, rho_max=1.0)
@@ -124,8 +126,9 @@ class ADMMUpdate(Reweight):
         unit: str = "epoch",
         rho_factor: float = 1.0,
         rho_max: float | None = None,
+        milestones: list[int] | None = None,
     ):
-        super().__init__(every, unit)
+        super().__init__(every, unit, milestones)
         self.rho_factor, self.rho_max = _check_rho_growth(rho_factor, rho_max)
 
     def _penalties(self) -> list:

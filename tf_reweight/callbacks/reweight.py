@@ -2,11 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 
 from tf_reweight.callbacks.base import PruningCallback, training_step
 from tf_reweight.core.checks import check_choice, check_int
 from tf_reweight.pruning import operations as pruning
+
+
+def check_milestones(milestones, name: str = "milestones") -> tuple[int, ...] | None:
+    """Validates refresh milestones: None, or increasing epoch numbers > 0.
+
+    Args:
+        milestones: None, or a list or tuple of epoch numbers (empty: no
+            refresh after the first).
+        name: The argument's name, for the error message.
+
+    Returns:
+        None, or the milestones as a tuple of ints.
+
+    Raises:
+        ValueError: For anything else, such as ``[10, 10]`` or ``[0, 5]``.
+
+    Example:
+    >>> check_milestones([10, 20])
+    (10, 20)
+    """
+    if milestones is None:
+        return None
+    expected = (
+        f"`{name}` must be None or a strictly increasing list of "
+        f"epoch numbers > 0, such as [10, 20, 30]. Received: {name}={milestones!r}"
+    )
+    if isinstance(milestones, str) or not isinstance(milestones, Sequence):
+        raise ValueError(expected)
+    try:
+        values = tuple(check_int(name, m, low=1) for m in milestones)
+    except ValueError:
+        raise ValueError(expected) from None
+    if list(values) != sorted(set(values)):
+        raise ValueError(expected)
+    return values
 
 
 @keras.saving.register_keras_serializable(package="tf_reweight")
@@ -16,27 +53,46 @@ class Reweight(PruningCallback):
     The first refresh of a model happens when its training begins; then one
     follows every ``every`` epochs (at the end of epochs ``every - 1``,
     ``2 * every - 1``, ...; pass ``initial_epoch`` when resuming) or every
-    ``every`` optimizer steps. The step of the last refresh is saved in the
-    model, so a run resumed from a checkpoint refreshes exactly as the
-    uninterrupted run, and a refresh a checkpoint missed is made up at the
-    next epoch (or at the start of training). In bounded mode the groups the
-    current target keeps get ``alpha = 0``. Hard-pruned layers are left
+    ``every`` optimizer steps. With ``milestones`` the refreshes after the
+    first happen at the start of the listed epochs only (at the end of epoch
+    ``m - 1`` for each milestone ``m``). The step of the last refresh is
+    saved in the model, so a run resumed from a checkpoint refreshes exactly
+    as the uninterrupted run, and a refresh a checkpoint missed is made up at
+    the next epoch (or at the start of training). In bounded mode the groups
+    the current target keeps get ``alpha = 0``. Hard-pruned layers are left
     alone. Penalties built with ``penalty="auto"`` get their ``lambda`` at the
     end of the first training batch, from its loss
     (`tf_reweight.pruning.operations.calibrate_penalties`).
 
     Args:
-        every: Refresh period.
+        every: Refresh period. Must stay 1 (the default) with
+            ``milestones``: the two are exclusive.
         unit: ``"epoch"`` or ``"step"``.
+        milestones: None, or the strictly increasing epochs (> 0) at whose
+            start alpha is refreshed, such as ``[10, 20, 30]`` (``[]``: only
+            the first refresh); needs ``unit="epoch"``.
 
     Example:
     >>> model.fit(x, y, epochs=4, callbacks=[Reweight(every=1)])
+    >>> model.fit(x, y, epochs=30, callbacks=[Reweight(milestones=[10, 20])])
     """
 
-    def __init__(self, every: int = 1, unit: str = "epoch"):
+    def __init__(
+        self,
+        every: int = 1,
+        unit: str = "epoch",
+        milestones: Sequence[int] | None = None,
+    ):
         super().__init__()
         self.every = check_int("every", every, low=1)
         self.unit = check_choice("unit", unit, ("epoch", "step"))
+        self.milestones = check_milestones(milestones)
+        if self.milestones is not None and (self.every != 1 or self.unit != "epoch"):
+            raise ValueError(
+                "`milestones` replace `every` and count epochs. Expected "
+                "every=1 and unit='epoch' with milestones. Received: "
+                f"every={every!r}, unit={unit!r}, milestones={milestones!r}"
+            )
         self._calibrating = False
 
     def _penalties(self) -> list:
@@ -68,6 +124,14 @@ class Reweight(PruningCallback):
         for p in penalties:
             p.refreshed_at.assign(step)
 
+    def _due_at_start(self, epoch: int) -> bool:
+        """Whether a refresh is due at the start of ``epoch`` (epoch unit)."""
+        if self.unit != "epoch":
+            return False
+        if self.milestones is not None:
+            return epoch in self.milestones
+        return epoch % self.every == 0
+
     def on_train_begin(self, logs=None):
         self._calibrating = any(p.needs_calibration for p in self._penalties())
         step = training_step(self.model)
@@ -75,12 +139,12 @@ class Reweight(PruningCallback):
         self._maybe_refresh(f"the start of training (step {step})", due)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.unit == "epoch" and epoch % self.every == 0:
+        if self._due_at_start(epoch):
             self._maybe_refresh(f"the start of epoch {epoch}")
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
-        if self.unit == "epoch" and (epoch + 1) % self.every == 0:
+        if self._due_at_start(epoch + 1):
             self._maybe_refresh(f"the end of epoch {epoch}")
 
     def on_train_batch_end(self, batch, logs=None):
@@ -108,4 +172,5 @@ class Reweight(PruningCallback):
         self._calibrating = False
 
     def get_config(self):
-        return {"every": self.every, "unit": self.unit}
+        milestones = None if self.milestones is None else list(self.milestones)
+        return {"every": self.every, "unit": self.unit, "milestones": milestones}

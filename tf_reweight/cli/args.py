@@ -12,9 +12,35 @@ from __future__ import annotations
 import argparse
 
 from tf_reweight.cli import checks
+from tf_reweight.training import plans
 
 DEFAULT_TARGET = "50x"
 ALLOCATIONS = ("global", "uniform", "mrs")
+#: The ``compress`` epochs (reweighted, retraining) of the plans whose own the
+#: command does not use: the default plan keeps the command's 6 + 6.
+COMPRESS_EPOCHS = {"default": (6, 6)}
+
+
+def compress_epochs(args: argparse.Namespace) -> tuple[int, int]:
+    """The reweighted and retraining epochs of a ``compress`` run.
+
+    ``--reweight-epochs`` and ``--retrain-epochs`` when given, else the
+    plan's (`COMPRESS_EPOCHS` for ``--schedule default``: 6 + 6).
+
+    Args:
+        args: The parsed ``compress`` arguments.
+
+    Returns:
+        ``(reweight_epochs, retrain_epochs)``.
+
+    Example:
+    >>> compress_epochs(parser().parse_args(["compress", "--schedule", "paper"]))
+    (150, 90)
+    """
+    plan = plans.get_plan(args.schedule)
+    default = COMPRESS_EPOCHS.get(plan.name, (plan.phase1_epochs, plan.retrain_epochs))
+    given = (args.reweight_epochs, args.retrain_epochs)
+    return tuple(d if g is None else g for g, d in zip(given, default, strict=True))
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -77,8 +103,26 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--scope", default="global", choices=["global", "layer"])
     c.add_argument("--skip-first", action="store_true")
     c.add_argument("--skip-last", action="store_true")
-    c.add_argument("--reweight-epochs", type=checks.non_negative_int, default=6)
-    c.add_argument("--retrain-epochs", type=checks.non_negative_int, default=6)
+    c.add_argument(
+        "--schedule",
+        default="default",
+        choices=list(plans.PLANS),
+        help="training plan (tf_reweight.training.plans): 'paper' runs 150 "
+        "reweighted epochs, alpha refreshed and the learning rate restarted "
+        "every 10, then 90 retraining epochs",
+    )
+    c.add_argument(
+        "--reweight-epochs",
+        type=checks.non_negative_int,
+        default=None,
+        help="reweighted epochs (default: the schedule's; 6 for 'default')",
+    )
+    c.add_argument(
+        "--retrain-epochs",
+        type=checks.non_negative_int,
+        default=None,
+        help="masked retraining epochs (default: the schedule's; 6 for 'default')",
+    )
     c.add_argument("--no-export", action="store_true", help="skip the TFLite export")
     add_robust_parsers(sub)
     return top

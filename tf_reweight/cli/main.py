@@ -56,7 +56,7 @@ def compress(args) -> dict:
     """
     import tf_reweight as tfr
     from tf_reweight.cli import reporting
-    from tf_reweight.training import recipes
+    from tf_reweight.training import plans, recipes
 
     # Every check runs before data are loaded or anything is written.
     if (
@@ -64,6 +64,8 @@ def compress(args) -> dict:
         and tfr.structures.get(args.structure).fixed_sparsity is None
     ):
         args.target = cli_args.DEFAULT_TARGET
+    args.reweight_epochs, args.retrain_epochs = cli_args.compress_epochs(args)
+    plans.get_plan(args.schedule).stage_rates(args.target, args.reweight_epochs)
     out = checks.check_out_dir(args.out)
     model = common.initial_model(args)
     common.check_pruning(
@@ -84,10 +86,11 @@ def compress(args) -> dict:
     print(f"Dense test accuracy: {dense_accuracy:.4f}")
     dense.save(out / "dense.keras")
 
+    plan = "" if args.schedule == "default" else f" ({args.schedule} schedule)"
     print(
         f"Reweighted pruning: structure={args.structure} target={args.target} "
         f"lambda={args.penalty}: {args.reweight_epochs} reweighted + "
-        f"{args.retrain_epochs} masked retraining epochs"
+        f"{args.retrain_epochs} masked retraining epochs{plan}"
     )
     result = recipes.reweighted_prune(
         dense,
@@ -97,6 +100,7 @@ def compress(args) -> dict:
         penalty=args.penalty,
         reweight_epochs=args.reweight_epochs,
         retrain_epochs=args.retrain_epochs,
+        schedule=args.schedule,
         batch_size=args.batch_size,
         lr=args.lr,
         scope=args.scope,

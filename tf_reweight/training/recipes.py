@@ -24,8 +24,9 @@ from tf_reweight.callbacks import HardPrune, SparsityMonitor
 from tf_reweight.core.checks import check_int
 from tf_reweight.methods.penalty import KernelPenalty
 from tf_reweight.pruning import api, batchnorm
-from tf_reweight.pruning.operations import hard_prune
-from tf_reweight.training import registry
+from tf_reweight.pruning.operations import hard_prune, wrappers
+from tf_reweight.training import plans, registry
+from tf_reweight.training.plans import Plan, two_phase_lr
 
 
 def compile_classifier(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
@@ -36,24 +37,6 @@ def compile_classifier(model: keras.Model, learning_rate: float = 1e-3) -> keras
         metrics=["accuracy"],
     )
     return model
-
-
-def two_phase_lr(
-    phase1_epochs: int, phase2_epochs: int, lr: float = 1e-3, final_lr: float = 1e-5
-):
-    """Constant ``lr`` for phase 1, then a cosine decay to ``final_lr``.
-
-    Returns:
-        A function of the epoch for `keras.callbacks.LearningRateScheduler`.
-    """
-
-    def schedule(epoch, current=None):
-        if epoch < phase1_epochs or phase2_epochs <= 1:
-            return lr
-        p = min((epoch - phase1_epochs) / (phase2_epochs - 1), 1.0)
-        return final_lr + 0.5 * (lr - final_lr) * (1.0 + math.cos(math.pi * p))
-
-    return schedule
 
 
 @dataclass
@@ -187,8 +170,9 @@ def prune(
     structure="unstructured",
     target="50x",
     penalty: float | None = None,
-    phase1_epochs: int = 8,
-    retrain_epochs: int = 8,
+    phase1_epochs: int | None = None,
+    retrain_epochs: int | None = None,
+    schedule: str | Plan = "default",
     batch_size: int = 128,
     lr: float = 1e-3,
     validation_data=None,
@@ -218,8 +202,12 @@ def prune(
 
     The hard prune happens at the start of epoch ``phase1_epochs`` (epoch 0
     for a one-shot method); when training ends before that epoch (no
-    retraining epoch), right after the `fit`. The learning rate is ``lr``
-    until the hard prune, then decays by a cosine (`two_phase_lr`). With
+    retraining epoch), right after the `fit`. The ``schedule`` (a `Plan` of
+    `tf_reweight.training.plans`) sets the epochs and the pace: with
+    ``"default"`` alpha is refreshed every epoch and the learning rate is
+    ``lr`` until the hard prune, then decays by a cosine (`two_phase_lr`);
+    ``"paper"`` refreshes every 10 epochs and restarts the learning rate at
+    each refresh; ``"progressive"`` reaches the target in stages. With
     ``recalibrate_bn``, the BatchNorm moving statistics are then recomputed
     on training inputs (`tf_reweight.recalibrate_batchnorm`), after the `fit`
     and its history.
@@ -232,8 +220,12 @@ def prune(
         target: Sparsity or rate string.
         penalty: The method's penalty value (>= 0; ADMM: > 0); None for
             `DEFAULT_PENALTY`.
-        phase1_epochs: Epochs of penalized training.
-        retrain_epochs: Epochs of masked retraining.
+        phase1_epochs: Epochs of penalized training; None for the plan's.
+            The plan's refresh milestones stay every ``refresh_every``
+            epochs (they are not scaled to a shorter phase 1).
+        retrain_epochs: Epochs of masked retraining; None for the plan's.
+        schedule: A registered plan name (see `plans.PLANS`: ``"default"``,
+            ``"paper"``, ``"progressive"``) or a `Plan`.
         batch_size: Batch size.
         lr: Adam learning rate of phase 1 and start of phase 2.
         validation_data: Optional ``(x, y)`` to monitor per epoch.
@@ -272,27 +264,40 @@ def prune(
         et al., "Learning both Weights and Connections for Efficient Neural
         Networks", NeurIPS 2015 (magnitude pruning).
     """
+    plan = plans.get_plan(schedule)
+    phase1_epochs, retrain_epochs = plan.epochs(phase1_epochs, retrain_epochs)
     setup = method_setup(method, penalty, method_options, **apply_kwargs)
-    phase1_epochs = check_int("phase1_epochs", phase1_epochs)
-    retrain_epochs = check_int("retrain_epochs", retrain_epochs)
     extra = _check_hooks(trainer, callbacks)
+    steps = math.ceil(len(train[0]) / check_int("batch_size", batch_size, low=1))
+    epochs = phase1_epochs + retrain_epochs
+    prune_epoch = phase1_epochs if setup.prune_epoch is None else setup.prune_epoch
+    rates = plan.stage_rates(target, prune_epoch)
     samples = batchnorm.check_recalibrate(recalibrate_bn, model, train[0])
     pruned = api.apply(
         model, structure, target, method=setup.penalty, **setup.apply_kwargs
     )
     fitted = pruned if trainer is None else trainer(pruned)
     compile_classifier(fitted, lr)
-    epochs = phase1_epochs + retrain_epochs
-    prune_epoch = phase1_epochs if setup.prune_epoch is None else setup.prune_epoch
     # The one rule: the hard prune happens at the start of epoch `prune_epoch`,
     # or right after the fit when training ends before that epoch.
     pruning = [HardPrune(epoch=prune_epoch)] if prune_epoch < epochs else []
+    milestones = plan.milestones(prune_epoch)
+    learning_rate = two_phase_lr(
+        prune_epoch,
+        epochs - prune_epoch,
+        lr,
+        plan.final_lr,
+        milestones=milestones,
+        restart_floor=plan.restart_floor,
+        retrain_lr=lr * plan.retrain_lr_factor,
+    )
+    # Stages first: their target is set before the method's first refresh.
+    stages = [] if rates is None else [plans.staged_pruning(rates, prune_epoch, steps)]
     hooks = [
-        *setup.callbacks,
+        *stages,
+        *plans.with_milestones(setup.callbacks, milestones),
         *pruning,
-        keras.callbacks.LearningRateScheduler(
-            two_phase_lr(prune_epoch, epochs - prune_epoch, lr)
-        ),
+        keras.callbacks.LearningRateScheduler(learning_rate),
         SparsityMonitor(),
         *extra,
     ]
@@ -305,7 +310,7 @@ def prune(
         validation_data=validation_data,
         verbose=verbose,
     )
-    if prune_epoch >= epochs:
+    if prune_epoch >= epochs and not all(w.is_pruned for w in wrappers(pruned)):
         hard_prune(pruned)
     recalibrated = 0
     if samples is not None:
@@ -328,8 +333,8 @@ def reweighted_prune(
     train: tuple[np.ndarray, np.ndarray],
     *,
     penalty: float = 1e-4,
-    reweight_epochs: int = 8,
-    retrain_epochs: int = 8,
+    reweight_epochs: int | None = None,
+    retrain_epochs: int | None = None,
     **kwargs,
 ) -> PruneResult:
     """Reweighted pruning: `prune` with ``method="reweighted"``.
@@ -338,10 +343,12 @@ def reweighted_prune(
         model: A trained dense Keras model (left unchanged).
         train: ``(x, y)`` training arrays.
         penalty: ``lambda``.
-        reweight_epochs: Epochs of penalized training (phase 1).
-        retrain_epochs: Epochs of masked retraining.
+        reweight_epochs: Epochs of penalized training (phase 1); None for
+            the plan's (8 with the default ``schedule``).
+        retrain_epochs: Epochs of masked retraining; None for the plan's.
         **kwargs: Other `prune` arguments (``structure``, ``target``,
-            ``batch_size``, ``lr``, ...) and `tf_reweight.apply` arguments.
+            ``schedule``, ``batch_size``, ``lr``, ...) and `tf_reweight.apply`
+            arguments.
 
     Returns:
         A `PruneResult`.
