@@ -228,16 +228,6 @@ def _names(text: str, allowed=None) -> list[str]:
     return names
 
 
-def _value(text: str) -> float | str:
-    """A penalty or eps argument: a number, or "auto" (the library sets it)."""
-    return text if text == "auto" else float(text)
-
-
-def _fmt(value) -> str:
-    """A penalty or eps for labels: ``1e-05``, or ``auto``."""
-    return value if isinstance(value, str) else f"{value:g}"
-
-
 def _parser(suite: str = "mnist") -> argparse.ArgumentParser:
     """The parser, with the defaults of ``suite``."""
     p = argparse.ArgumentParser(
@@ -270,14 +260,16 @@ def _parser(suite: str = "mnist") -> argparse.ArgumentParser:
     )
     p.add_argument("--dense-epochs", type=int, default=5)
     p.add_argument(
-        "--penalty", type=_value, default=1e-4, help="reweighting lambda, or auto"
+        "--penalty",
+        type=records.number_or_auto,
+        default=1e-4,
+        help="reweighting lambda, or auto",
     )
     p.add_argument(
         "--eps",
-        type=_value,
+        type=records.number_or_auto,
         default=None,
-        help="reweighting eps of alpha = 1 / (||W_g|| + eps), or auto "
-        "(default: 1e-3)",
+        help="reweighting eps of alpha = 1 / (||W_g|| + eps), or auto (default: 1e-3)",
     )
     p.add_argument(
         "--recalibrate-bn",
@@ -289,7 +281,7 @@ def _parser(suite: str = "mnist") -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--structured-penalty",
-        type=_value,
+        type=records.number_or_auto,
         default=None,
         help="reweighting lambda of the structured jobs (default: --penalty)",
     )
@@ -638,7 +630,7 @@ def measure(args, results: Path, command: str) -> int:
     for i, job in enumerate(todo, 1):
         label = f"[{i}/{len(todo)}] {job.method} {job.structure} {job.target_rate:g}x"
         if job.penalty is not None:
-            label += f" penalty={_fmt(job.penalty)}"
+            label += f" penalty={records.label(job.penalty)}"
         if store.has(job.key_fields(epochs)):
             print(f"{label}: already measured, skipped", flush=True)
             continue
@@ -701,7 +693,8 @@ def lines(stored: list[dict], mains: dict) -> tuple[dict, list, list]:
             continue
         label = method if structure == "unstructured" else f"{method} ({structure})"
         if not main:
-            label += f" λ={_fmt(penalty)}" + ("" if eps is None else f" eps={_fmt(eps)}")
+            label += f" λ={records.label(penalty)}"
+            label += "" if eps is None else f" eps={records.label(eps)}"
         found[label] = sorted(rows, key=lambda r: r["rate"])
     return found, sweep, dense
 
@@ -745,7 +738,7 @@ def plot(
         for r in sweep:
             xy = (r["rate"], 100 * r["accuracy"])
             ax.plot(*xy, "kx")
-            ax.annotate(f"λ={_fmt(r['penalty'])}", xy, fontsize=7)
+            ax.annotate(f"λ={records.label(r['penalty'])}", xy, fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel(f"compression rate (dense / nonzero weights, {suite.counted})")
         ax.set_ylabel("test accuracy (%)")

@@ -236,3 +236,13 @@ def tf_versions() -> dict:
         **versions("tensorflow", "keras", "numpy"),
         "tf_reweight": tf_reweight.__version__,
     }
+
+
+def number_or_auto(text: str) -> float | str:
+    """An argparse type for a penalty or eps: a number, or ``"auto"``."""
+    return text if text == "auto" else float(text)
+
+
+def label(value) -> str:
+    """A penalty or eps for tables and plots: ``1e-05``, or ``auto``."""
+    return value if isinstance(value, str) else f"{value:g}"

@@ -239,7 +239,7 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated floors of the unstructured runs ('default': no "
         "override, no floor for single weights)",
     )
-    p.add_argument("--penalty", type=float, default=1e-5)
+    p.add_argument("--penalty", type=records.number_or_auto, default=1e-5)
     p.add_argument("--epochs", type=int, nargs=2, default=(3, 3), metavar=("P", "R"))
     p.add_argument("--dense-epochs", type=int, default=12)
     p.add_argument("--train-limit", type=int, default=10_000)

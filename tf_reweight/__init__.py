@@ -47,7 +47,8 @@ from tf_reweight.quantize.quantization import (
     quantize,
 )
 from tf_reweight.robust.attack import Attack
-from tf_reweight.training import models, recipes, registry
+from tf_reweight.training import models, plans, recipes, registry
+from tf_reweight.training.plans import PLANS, Plan, get_plan, register_plan
 from tf_reweight.training.registry import Method, get_method, register_method
 
 # The TensorFlow-only parts load on first access (PEP 562), so that the core
@@ -94,6 +95,8 @@ __all__ = [
     "LayerSparsity",
     "MaskConstraint",
     "Method",
+    "PLANS",
+    "Plan",
     "PolynomialSparsity",
     "ProgressiveSparsity",
     "PruningWrapper",
@@ -114,6 +117,7 @@ __all__ = [
     "callbacks",
     "fake_quantize",
     "get_method",
+    "get_plan",
     "hard_prune",
     "layouts",
     "models",
@@ -124,9 +128,11 @@ __all__ = [
     "quantize",
     "quantize_model",
     "recalibrate_batchnorm",
+    "plans",
     "recipes",
     "refresh_penalties",
     "register_method",
+    "register_plan",
     "registry",
     "regularizers",
     "report",

@@ -210,3 +210,26 @@ def test_method_setup_builds_the_penalty_and_leaves_apply_arguments():
         [],
         0,
     )
+
+
+def test_prune_with_auto_penalty_reports_the_lambda_it_set():
+    model = recipes.compile_classifier(_mlp())
+    result = recipes.prune(
+        model,
+        _data(),
+        penalty="auto",
+        eps="auto",
+        target="4x",
+        phase1_epochs=1,
+        retrain_epochs=1,
+        batch_size=16,
+        verbose=0,
+    )
+    assert isinstance(result.penalty, float) and result.penalty > 0
+    set_values = {
+        pk.penalty.calibrated
+        for w in tfr.pruning.wrappers(result.model)
+        for pk in w.pruned_kernels
+    }
+    assert set_values == {result.penalty}
+    assert tfr.report(result.model).sparsity == pytest.approx(0.75, abs=0.02)

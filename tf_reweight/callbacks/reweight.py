@@ -7,43 +7,8 @@ from collections.abc import Sequence
 import keras
 
 from tf_reweight.callbacks.base import PruningCallback, training_step
-from tf_reweight.core.checks import check_choice, check_int
+from tf_reweight.core.checks import check_choice, check_int, check_milestones
 from tf_reweight.pruning import operations as pruning
-
-
-def check_milestones(milestones, name: str = "milestones") -> tuple[int, ...] | None:
-    """Validates refresh milestones: None, or increasing epoch numbers > 0.
-
-    Args:
-        milestones: None, or a list or tuple of epoch numbers (empty: no
-            refresh after the first).
-        name: The argument's name, for the error message.
-
-    Returns:
-        None, or the milestones as a tuple of ints.
-
-    Raises:
-        ValueError: For anything else, such as ``[10, 10]`` or ``[0, 5]``.
-
-    Example:
-    >>> check_milestones([10, 20])
-    (10, 20)
-    """
-    if milestones is None:
-        return None
-    expected = (
-        f"`{name}` must be None or a strictly increasing list of "
-        f"epoch numbers > 0, such as [10, 20, 30]. Received: {name}={milestones!r}"
-    )
-    if isinstance(milestones, str) or not isinstance(milestones, Sequence):
-        raise ValueError(expected)
-    try:
-        values = tuple(check_int(name, m, low=1) for m in milestones)
-    except ValueError:
-        raise ValueError(expected) from None
-    if list(values) != sorted(set(values)):
-        raise ValueError(expected)
-    return values
 
 
 @keras.saving.register_keras_serializable(package="tf_reweight")

@@ -78,6 +78,11 @@ class KernelPenalty(keras.regularizers.Regularizer):
         """Turns the penalty off (after the final hard prune)."""
 
     @property
+    def calibrated(self) -> float | None:
+        """The value `calibrate` set, or None (not set, or not ``"auto"``)."""
+        return None
+
+    @property
     def needs_calibration(self) -> bool:
         """Whether the penalty waits for `calibrate` (an ``"auto"`` value)."""
         return False

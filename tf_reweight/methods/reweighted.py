@@ -153,6 +153,14 @@ class ReweightedGroupPenalty(KernelPenalty):
             )
 
     @property
+    def calibrated(self) -> float | None:
+        """The ``lambda`` that ``penalty="auto"`` set, or None."""
+        if self.auto_lambda is None:
+            return None
+        value = float(keras.ops.convert_to_numpy(self.auto_lambda))
+        return value if value >= 0 else None
+
+    @property
     def needs_calibration(self) -> bool:
         """Whether ``lambda`` is ``"auto"`` and not set yet."""
         return (

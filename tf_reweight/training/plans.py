@@ -38,9 +38,13 @@ from types import MappingProxyType
 import keras
 
 from tf_reweight.callbacks import ProgressiveSparsity, Reweight, ScheduledPruning
-from tf_reweight.callbacks.reweight import check_milestones
 from tf_reweight.core.budget import parse_target
-from tf_reweight.core.checks import check_bool, check_int, check_number
+from tf_reweight.core.checks import (
+    check_bool,
+    check_int,
+    check_milestones,
+    check_number,
+)
 
 
 def _cosine(start: float, end: float, index: int, length: int) -> float:

@@ -49,7 +49,8 @@ class PruneResult:
         seconds: Wall time of the pruning `fit` (and recalibration).
         epochs: Epochs run.
         method: The pruning method (a name of `METHODS`).
-        penalty: Its penalty value (``lambda``, or ADMM's initial ``rho``).
+        penalty: Its penalty value (``lambda``, or ADMM's initial ``rho``);
+            for ``"auto"``, the value it set (``"auto"`` if none was).
         recalibrated_bn: BatchNorm layers whose moving statistics were
             recomputed after training (``recalibrate_bn``); 0 if not asked.
     """
@@ -59,7 +60,7 @@ class PruneResult:
     seconds: float = 0.0
     epochs: int = 0
     method: str = "reweighted"
-    penalty: float = 0.0
+    penalty: float | str = 0.0
     recalibrated_bn: int = 0
 
 
@@ -323,9 +324,22 @@ def prune(
         time.perf_counter() - start,
         epochs,
         method,
-        setup.value,
+        _value_used(pruned, setup.value),
         recalibrated,
     )
+
+
+def _value_used(model: keras.Model, value: float | str) -> float | str:
+    """The penalty value a run used: for ``"auto"``, the value it set."""
+    if not isinstance(value, str):
+        return value
+    found = [
+        pk.penalty.calibrated
+        for w in wrappers(model)
+        for pk in w.pruned_kernels
+        if pk.penalty is not None and pk.penalty.calibrated is not None
+    ]
+    return found[0] if found else value
 
 
 def reweighted_prune(
