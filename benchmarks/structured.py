@@ -217,6 +217,12 @@ def pruned_run(args, dataset, data, dense, structure, max_prune) -> dict:
         "layers": kept_units(pruned),
         "seconds": round(seconds, 1),
     }
+    if args.penalty == "auto":  # the lambda the library set
+        facts["penalty_set"] = next(
+            pk.penalty.calibrated
+            for w in tfr.pruning.wrappers(pruned)
+            for pk in w.pruned_kernels
+        )
     tfr.recalibrate_batchnorm(pruned, x, batch_size=args.batch_size)
     facts["test_accuracy_recalibrated"] = _accuracy(pruned, xt, yt, args.batch_size)
     return facts
@@ -260,9 +266,9 @@ def _floors(text: str) -> list[float | str]:
 def table(records: list[dict]) -> str:
     """A Markdown table of the records that are not superseded."""
     lines = [
-        "| dataset | structure | max_prune | sparsity | test | train | fit train "
-        "| test recal. | kept units |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | structure | penalty | max_prune | sparsity | test | train "
+        "| fit train | test recal. | kept units |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         if r.get("superseded"):
@@ -271,7 +277,8 @@ def table(records: list[dict]) -> str:
             f"{row['kept_units']}/{row['units']}" for row in r.get("layers", [])
         )
         lines.append(
-            f"| {r['dataset']} | {r['structure']} | {r.get('max_prune') or ''} | "
+            f"| {r['dataset']} | {r['structure']} | {records.label(r['penalty'])} | "
+            f"{r.get('max_prune') or ''} | "
             f"{r.get('sparsity', 0.0):.4f} | {100 * r['test_accuracy']:.2f} | "
             f"{100 * r['train_accuracy']:.2f} | "
             f"{100 * r.get('fit_train_accuracy', float('nan')):.2f} | "
