@@ -1,48 +1,38 @@
 """Storage of pruned, k-bit quantized LeNet-5 models (pruning + quantization).
 
-The seed paper's "integrated framework": the pruned LeNet-5 models at high
-rates go through k-bit weight quantization with fine-tuning, and the storage
-rate is dense fp32 bits over the bits of the sparse, quantized storage.
+The seed paper's "integrated framework", on MNIST:
 
-Protocol (``python benchmarks/storage.py``):
+1. a dense LeNet-5 start with the frontier's settings (5 epochs of Adam 1e-3,
+   batch 128, seed 0), its weights cached under ``--cache-dir`` (default
+   ``runs/storage/``) by those settings;
+2. per rate of ``--rates`` and seed of ``--seeds``: `tfr.recipes.prune` with
+   reweighting (``--penalty``, ``--eps``, ``--epochs P R``; all four kernels,
+   unstructured), the pruned model cached, its float accuracy recorded
+   (method ``"float"``, 32 bits);
+3. per bits of ``--bits`` and method of ``--methods``: `tfr.quantize_model`
+   of the cached pruned model (masks held), ``--finetune-epochs`` of Adam at
+   ``--finetune-lr``, `tfr.qat.finalize`; recorded: test accuracy (before
+   and after the fine-tuning), nonzeros, fillers, storage rates, and two
+   checks: ``revived``, the pruned weights that came back (0 expected), and
+   ``on_grid``, every output channel on the grid ``scale * {-L..L}``,
+   ``L = 2**(bits - 1) - 1`` (``levels_max``: most distinct values in one
+   channel, at most ``2**bits - 1``).
 
-1. A dense LeNet-5 start with the frontier's settings (`benchmarks/frontier.py`:
-   5 epochs of Adam 1e-3 at a constant rate, batch 128, seed 0), cached under
-   ``--cache-dir`` (default ``runs/storage/``, not committed), keyed by its
-   settings.
-2. For each rate of ``--rates`` and seed of ``--seeds``: `tfr.recipes.prune`
-   with reweighting (``--penalty``, ``--eps``, ``--epochs P R``), all four
-   kernels, unstructured; the pruned model (wrappers and masks) is cached and
-   its float accuracy recorded (method ``"float"``, 32 bits).
-3. For each bits of ``--bits`` and method of ``--methods``:
-   `tfr.quantize_model` on the cached pruned model (masks held),
-   ``--finetune-epochs`` epochs of Adam at ``--finetune-lr``,
-   `tfr.qat.finalize`, and a record with the test accuracy (the full test
-   set unless ``--test-limit``), nonzeros, fillers and storage rates, and two
-   checks: no pruned weight came back (``revived == 0``) and every output
-   channel's values lie on the symmetric k-bit grid ``scale * {-L..L}``,
-   ``L = 2**(bits - 1) - 1`` (``on_grid``; ``levels_max`` is the most
-   distinct values in one channel, at most ``2**bits - 1``).
-
-Storage accounting (`tfr.quantization.compression_report`, in the style of
-Han et al., Deep Compression): each kernel is flattened in row-major order;
-every stored entry takes ``bits`` for its value and ``index_bits`` for the
-number of zeros skipped since the previous entry, and a run of more than
-``2**index_bits - 1`` zeros costs a filler entry (a stored zero). Two rates:
-
-- ``rate_kernels``: kernels only, ``32 * kernel weights / ((nonzeros +
-  fillers) * (bits + index_bits))``, for each of ``--index-bits`` (default
-  3, 4, 5; the best is ``best_index_bits``), and ``per_kernel``: each kernel
-  with its own best index width from 1 to 16 bits (4 more bits per kernel
-  to store the width).
-- ``rate_all``: every parameter, ``32 * all parameters / (kernel bits + 32 *
-  (biases and other non-kernel weights) + 32 * scales)``, biases stored dense
-  in fp32 and one fp32 scale per output channel that keeps a nonzero.
+Storage (`tfr.quantization.compression_report`, relative indexing as in Han
+et al.'s Deep Compression): each kernel is flattened in row-major order, each
+stored entry takes ``bits`` for its value and ``index_bits`` for the zeros
+skipped since the previous one, and a run of more than ``2**index_bits - 1``
+zeros costs a filler entry. ``rate_kernels`` is 32 x kernel weights / kernel
+bits, for each of ``--index-bits`` (the best: ``best_index_bits``) and, in
+``per_kernel``, with each kernel's own best width from 1 to 16 bits (plus 4
+bits per kernel for the width). ``rate_all`` is 32 x all parameters / (kernel
+bits + 32 x (biases and other weights) + 32 x scales): biases dense in fp32,
+one fp32 scale per output channel that keeps a nonzero.
 
 Records go to ``benchmarks/results/storage.json``, one per (rate, seed, bits,
-method, penalty, eps, epochs, finetune_epochs), appended as measured; a run
-skips the stored ones. ``--table`` prints the Markdown table of the records
-without measuring. Data come from ``--data-dir`` or ``TF_REWEIGHT_DATA_DIR``.
+method, penalty, eps, epochs, finetune_epochs), appended as measured; stored
+ones are skipped. ``--table`` only prints the table. Data come from
+``--data-dir`` or ``TF_REWEIGHT_DATA_DIR``.
 """
 
 from __future__ import annotations
@@ -63,18 +53,10 @@ import numpy as np  # noqa: E402
 from benchmarks import records  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-KEY_FIELDS = (
-    "target_rate",
-    "seed",
-    "bits",
-    "method",
-    "penalty",
-    "eps",
-    "epochs",
-    "finetune_epochs",
+KEY_FIELDS = tuple(
+    "target_rate seed bits method penalty eps epochs finetune_epochs".split()
 )
 QUANT_METHODS = ("ste", "projection")
-FLOAT = {"method": "float", "bits": 32, "finetune_epochs": 0}
 WIDTHS = range(1, 17)  # index widths of the per-kernel choice
 WIDTH_HEADER = 4  # bits per kernel to store its index width (1 to 16)
 GOAL = (3000.0, 0.99)  # storage rate, test accuracy
@@ -365,9 +347,7 @@ def measure(args, command: str) -> list[dict]:
                     "float_accuracy": float_accuracy,
                     **storage(final, key["bits"], args.index_bits),
                     **checks(final, zeros, None if float_ else key["bits"]),
-                    "finetune_lr": None
-                    if key["method"] == "float"
-                    else args.finetune_lr,
+                    "finetune_lr": None if float_ else args.finetune_lr,
                     "seconds": seconds,
                     "prune_seconds": prune_seconds,
                     **sizes,
@@ -382,41 +362,36 @@ def measure(args, command: str) -> list[dict]:
 
 
 def table(stored: list[dict]) -> str:
-    """The Markdown table of the records, by rate, seed and bits."""
-    index_bits = sorted({int(w) for r in stored for w in r["storage"]})
-    head = ["target", "seed", "weights", "test acc."]
-    head += ["nonzeros", "pruning rate"]
-    head += [f"kernels, {w}-bit index" for w in index_bits]
-    head += ["kernels, per-kernel index", "all params (best fixed index)"]
-    head += ["revived", "levels max", "on grid"]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    order = sorted(stored, key=lambda r: (r["target_rate"], r["seed"], -r["bits"]))
-    for r in order:
-        label = "fp32" if r["method"] == "float" else f"{r['bits']}-bit {r['method']}"
-        best = str(r["best_index_bits"])
+    """The Markdown table of the records, by rate, seed and bits.
+
+    Storage rates are ``rate_kernels`` per index width (the best fixed width
+    in bold) and per kernel, then ``rate_all`` at the best fixed width.
+    """
+    widths = sorted({int(w) for r in stored for w in r["storage"]})
+    head = ["target", "seed", "weights", "test acc.", "before fine-tuning"]
+    head += ["nonzeros", "pruning rate", *(f"kernels, {w}-bit index" for w in widths)]
+    head += ["kernels, per-kernel index", "all params", "revived", "levels max"]
+    out = ["| " + " | ".join(head) + " | on grid |", "|" + "---|" * (len(head) + 1)]
+    for r in sorted(stored, key=lambda r: (r["target_rate"], r["seed"], -r["bits"])):
+        best, fixed = str(r["best_index_bits"]), r["storage"]
         rates = [
-            ("**{:.0f}x**" if w == best else "{:.0f}x").format(
-                r["storage"][w]["rate_kernels"]
-            )
-            if w in r["storage"]
+            ("**{:.0f}x**" if w == best else "{:.0f}x").format(fixed[w]["rate_kernels"])
+            if w in fixed
             else ""
-            for w in map(str, index_bits)
+            for w in map(str, widths)
         ]
-        row = [f"{r['target_rate']:g}x", str(r["seed"]), label]
-        row += [
-            f"{100 * r['accuracy']:.2f}%",
-            f"{r['nonzeros']:,}",
-            f"{r['rate']:.0f}x",
-        ]
-        row += rates
+        row = [f"{r['target_rate']:g}x", str(r["seed"])]
+        row.append(
+            "fp32" if r["method"] == "float" else f"{r['bits']}-bit {r['method']}"
+        )
+        row += [f"{100 * r[k]:.2f}%" for k in ("accuracy", "accuracy_before_finetune")]
+        row += [f"{r['nonzeros']:,}", f"{r['rate']:.0f}x", *rates]
         row += [
             f"{r['per_kernel']['rate_kernels']:.0f}x",
-            f"{r['storage'][best]['rate_all']:.0f}x",
-            str(r["revived"]),
-            "-" if r["levels_max"] is None else str(r["levels_max"]),
-            {True: "yes", False: "no", None: "-"}[r["on_grid"]],
+            f"{fixed[best]['rate_all']:.0f}x",
         ]
-        out.append("| " + " | ".join(row) + " |")
+        row += [str(r[k]) for k in ("revived", "levels_max", "on_grid")]
+        out.append("| " + " | ".join(row).replace("None", "-") + " |")
     return "\n".join(out)
 
 
