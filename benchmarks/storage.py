@@ -27,7 +27,8 @@ bits, for each of ``--index-bits`` (the best: ``best_index_bits``) and, in
 ``per_kernel``, with each kernel's own best width from 1 to 16 bits (plus 4
 bits per kernel for the width). ``rate_all`` is 32 x all parameters / (kernel
 bits + 32 x (biases and other weights) + 32 x scales): biases dense in fp32,
-one fp32 scale per output channel that keeps a nonzero.
+and for quantized kernels one fp32 scale per output channel that keeps a
+nonzero.
 
 Records go to ``benchmarks/results/storage.json``, one per (rate, seed, bits,
 method, penalty, eps, epochs, finetune_epochs), appended as measured; stored
@@ -174,14 +175,21 @@ def checks(model, zeros: dict[str, np.ndarray], bits: int | None) -> dict:
     }
 
 
-def storage(model, bits: int, index_bits: list[int]) -> dict:
-    """Storage rates of a plain pruned model at ``bits`` (see the docstring)."""
+def storage(model, bits: int, index_bits: list[int], scaled: bool = True) -> dict:
+    """Storage rates of a plain pruned model at ``bits`` (see the docstring).
+
+    ``scaled``: whether each output channel that keeps a nonzero stores an
+    fp32 scale (quantized kernels; float kernels need none).
+    """
     import tf_reweight as tfr
 
     found = kernels(model)
-    scales = sum(
-        int(np.any(k.reshape(-1, k.shape[-1]), axis=0).sum()) for k in found.values()
-    )
+    scales = 0
+    if scaled:
+        scales = sum(
+            int(np.any(k.reshape(-1, k.shape[-1]), axis=0).sum())
+            for k in found.values()
+        )
     all_bits = 32 * model.count_params()
     kernel_total = sum(k.size for k in found.values())
     dense_rest = 32 * (model.count_params() - kernel_total + scales)
@@ -345,7 +353,7 @@ def measure(args, command: str) -> list[dict]:
                     "accuracy": bench.accuracy(final),
                     "accuracy_before_finetune": before,
                     "float_accuracy": float_accuracy,
-                    **storage(final, key["bits"], args.index_bits),
+                    **storage(final, key["bits"], args.index_bits, not float_),
                     **checks(final, zeros, None if float_ else key["bits"]),
                     "finetune_lr": None if float_ else args.finetune_lr,
                     "seconds": seconds,

@@ -84,6 +84,12 @@ def test_storage_counts_kernels_then_biases_and_scales_in_fp32():
     assert out["best_index_bits"] == min(
         (3, 4), key=lambda w: out["storage"][str(w)]["sparse_bits"]
     )
+    unscaled = storage.storage(model, bits=32, index_bits=[3], scaled=False)
+    sparse = tfr.quantization.compression_report(model, 32, 3)["sparse_bits"]
+    assert unscaled["scales"] == 0  # float kernels store no scales
+    assert unscaled["storage"]["3"]["rate_all"] == pytest.approx(
+        32 * 131 / (sparse + 32 * 5)
+    )
     per_kernel = out["per_kernel"]
     assert per_kernel["sparse_bits"] <= out["storage"]["3"]["sparse_bits"] + 8
     assert set(per_kernel["index_bits"]) == {v.path for v in model.weights[::2]}
@@ -125,6 +131,7 @@ def test_tiny_run_records_checks_resumes_and_tables(data_dir, tmp_path, capsys):
         assert 0.0 <= r["accuracy"] <= 1.0
         assert r["command"].startswith("python benchmarks/storage.py --rates=20")
     assert records[0]["rate"] == pytest.approx(20, rel=0.01)
+    assert records[0]["scales"] == 0 and records[1]["scales"] > 0
     assert records[0]["on_grid"] is None and records[0]["accuracy"] == pytest.approx(
         records[0]["float_accuracy"]
     )
