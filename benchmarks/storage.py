@@ -370,19 +370,23 @@ def measure(args, command: str) -> list[dict]:
 
 
 def table(stored: list[dict]) -> str:
-    """The Markdown table of the records, by rate, seed and bits.
+    """The Markdown table of the records, by rate, pruning epochs, seed and bits.
 
     Storage rates are ``rate_kernels`` per index width (the best fixed width
     in bold) and per kernel, then ``rate_all`` at the best fixed width and
     per kernel.
     """
     widths = sorted({int(w) for r in stored for w in r["storage"]})
-    head = ["target", "seed", "weights", "test acc.", "before fine-tuning"]
+    head = ["target", "epochs", "seed", "weights", "test acc.", "before fine-tuning"]
     head += ["nonzeros", "pruning rate", *(f"kernels, {w}-bit index" for w in widths)]
     head += ["kernels, per-kernel index", "all params (fixed / per-kernel index)"]
     head += ["revived", "levels max"]
     out = ["| " + " | ".join(head) + " | on grid |", "|" + "---|" * (len(head) + 1)]
-    for r in sorted(stored, key=lambda r: (r["target_rate"], r["seed"], -r["bits"])):
+
+    def order(r):
+        return r["target_rate"], r["epochs"], r["seed"], -r["bits"], r["method"]
+
+    for r in sorted(stored, key=order):
         best, fixed = str(r["best_index_bits"]), r["storage"]
         rates = [
             ("**{:.0f}x**" if w == best else "{:.0f}x").format(fixed[w]["rate_kernels"])
@@ -390,7 +394,7 @@ def table(stored: list[dict]) -> str:
             else ""
             for w in map(str, widths)
         ]
-        row = [f"{r['target_rate']:g}x", str(r["seed"])]
+        row = [f"{r['target_rate']:g}x", str(r["epochs"]), str(r["seed"])]
         row.append(
             "fp32" if r["method"] == "float" else f"{r['bits']}-bit {r['method']}"
         )

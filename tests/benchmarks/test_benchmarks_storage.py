@@ -145,7 +145,7 @@ def test_tiny_run_records_checks_resumes_and_tables(data_dir, tmp_path, capsys):
     assert json.loads(results.read_text()) == records
     printed = capsys.readouterr().out
     assert "already measured, skipped" in printed
-    assert "| 20x | 0 | 3-bit projection |" in printed
+    assert "| 20x | 2 | 0 | 3-bit projection |" in printed
     assert "Goal 3000x at >= 99.0%: fixed index width: not reached" in printed
     assert "per-kernel index widths: not reached" in printed
 
