@@ -403,7 +403,8 @@ def table(stored: list[dict]) -> str:
         per_kernel = r["per_kernel"]
         row += [f"{per_kernel['rate_kernels']:.0f}x"]
         row += [f"{fixed[best]['rate_all']:.0f}x / {per_kernel['rate_all']:.0f}x"]
-        row += [str(r[k]) for k in ("revived", "levels_max", "on_grid")]
+        row += [str(r["revived"]), str(r["levels_max"])]
+        row.append({True: "yes", False: "no"}.get(r["on_grid"], "-"))
         out.append("| " + " | ".join(row).replace("None", "-") + " |")
     return "\n".join(out)
 

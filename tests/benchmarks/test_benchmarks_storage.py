@@ -146,6 +146,9 @@ def test_tiny_run_records_checks_resumes_and_tables(data_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "already measured, skipped" in printed
     assert "| 20x | 2 | 0 | 3-bit projection |" in printed
+    rows = [line for line in printed.splitlines() if line.startswith("| 20x |")]
+    assert [row.endswith("| 0 | - | - |") for row in rows] == [True, False, False]
+    assert all(row.endswith(" | yes |") for row in rows[1:])
     assert "Goal 3000x at >= 99.0%: fixed index width: not reached" in printed
     assert "per-kernel index widths: not reached" in printed
 
