@@ -185,3 +185,25 @@ def test_goal_line_tells_each_index_scheme_apart():
         "98.00% (1000x, 3-bit ste); per-kernel index widths: reached, highest "
         "4000x at 98.00% (1000x, 3-bit ste)"
     )
+
+
+def test_checks_count_revived_weights_and_off_grid_kernels():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    kernel = np.array([[0.0, 1.0], [0.5, 0.0], [0.0, -1.0], [1.0, 0.0]], "float32")
+    model.layers[0].kernel.assign(kernel)
+    zeros = {v.path: kernel == 0 for v in model.weights if v.name == "kernel"}
+    assert storage.checks(model, zeros, bits=2) == {
+        "revived": 0,
+        "levels_max": 3,
+        "on_grid": False,  # 0.5 is not on the 2-bit grid {-1, 0, 1} of column 0
+    }
+    changed = kernel.copy()
+    changed[1, 0] = 1.0  # now on the grid
+    changed[0, 0] = -1.0  # a pruned weight came back
+    model.layers[0].kernel.assign(changed)
+    assert storage.checks(model, zeros, bits=2) == {
+        "revived": 1,
+        "levels_max": 3,
+        "on_grid": True,
+    }
+    assert storage.checks(model, zeros, bits=None)["on_grid"] is None
