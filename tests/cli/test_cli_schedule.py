@@ -1,4 +1,4 @@
-"""``tf-reweight compress --schedule``: choices, epochs and refusals."""
+"""``tf-reweight compress`` options: --schedule, and --penalty auto."""
 
 import keras
 import pytest
@@ -60,3 +60,11 @@ def test_bad_schedule_exits_2_with_one_line_before_any_work(
     assert len(errors) == 1, err
     assert named in errors[0], errors[0]
     assert not out.exists()
+
+
+def test_penalty_and_eps_take_auto():
+    args = _compress("--penalty", "auto", "--reweight-eps", "auto")
+    assert (args.penalty, args.reweight_eps) == ("auto", "auto")
+    args = _compress("--reweight-eps", "1e-2")
+    assert (args.penalty, args.reweight_eps) == (1e-5, 0.01)
+    assert _compress().reweight_eps is None  # the library's default eps

@@ -93,7 +93,16 @@ def parser() -> argparse.ArgumentParser:
         help=f"sparsity (0.98) or rate ('100x'); default {DEFAULT_TARGET} (N:M: none)",
     )
     c.add_argument(
-        "--penalty", type=checks.non_negative_float, default=1e-5, help="lambda"
+        "--penalty",
+        type=checks.non_negative_float_or_auto,
+        default=1e-5,
+        help="lambda, or auto (set from the first batch's loss and the target)",
+    )
+    c.add_argument(
+        "--reweight-eps",
+        type=checks.positive_float_or_auto,
+        default=None,
+        help="eps of alpha = 1 / (||W_g|| + eps), or auto (default: 1e-3)",
     )
     c.add_argument(
         "--bounded",

@@ -85,6 +85,25 @@ non_negative_float = _argument_type(
     core_checks.expected_number(0.0) + _EXAMPLES,
     "non_negative_float",
 )
+
+
+def _number_or_auto(text: str) -> float | str:
+    """``auto``, or a number as `_number` reads it."""
+    return "auto" if text.strip() == "auto" else _number(text)
+
+
+non_negative_float_or_auto = _argument_type(
+    _number_or_auto,
+    functools.partial(core_checks.check_number_or_auto, low=0.0),
+    core_checks.expected_number(0.0) + " or auto" + _EXAMPLES,
+    "non_negative_float_or_auto",
+)
+positive_float_or_auto = _argument_type(
+    _number_or_auto,
+    functools.partial(core_checks.check_number_or_auto, low=0.0, strict=True),
+    core_checks.expected_number(0.0, strict=True) + " or auto" + _EXAMPLES,
+    "positive_float_or_auto",
+)
 fraction = _argument_type(
     _number,
     functools.partial(core_checks.check_number, low=0.0, high=1.0),

@@ -67,6 +67,7 @@ def compress(args) -> dict:
     args.reweight_epochs, args.retrain_epochs = cli_args.compress_epochs(args)
     plans.get_plan(args.schedule).stage_rates(args.target, args.reweight_epochs)
     out = checks.check_out_dir(args.out)
+    eps = {} if args.reweight_eps is None else {"eps": args.reweight_eps}
     model = common.initial_model(args)
     common.check_pruning(
         model,
@@ -77,6 +78,7 @@ def compress(args) -> dict:
         scope=args.scope,
         skip_first=args.skip_first,
         skip_last=args.skip_last,
+        **eps,
     )
     start = time.perf_counter()
     train, test = common.load_data(args)
@@ -107,6 +109,7 @@ def compress(args) -> dict:
         bounded=args.bounded,
         skip_first=args.skip_first,
         skip_last=args.skip_last,
+        **eps,
         validation_data=test,  # monitored per epoch for the plot; never used to select
         verbose=args.verbose,
     )
@@ -122,7 +125,7 @@ def compress(args) -> dict:
         "dataset": args.dataset,
         "structure": args.structure,
         "target": args.target,
-        "penalty": args.penalty,
+        "penalty": result.penalty,
         "dense_accuracy": dense_accuracy,
         "accuracy": accuracy,
         "sparsity": rep.sparsity,
