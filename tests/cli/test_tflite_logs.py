@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from tf_reweight.core import backend_support
@@ -85,7 +86,7 @@ def _run(code_or_args, env_level=None, timeout=300):
 
 def _assert_quiet(run):
     output = run.stdout + run.stderr
-    for mark in ("I0000", "absl::InitializeLog", "W0000", "INFO:"):
+    for mark in ("I0000", "absl::InitializeLog", "W0000", "INFO:", "fully_quantize"):
         assert mark not in output, output
     assert "cuda" not in output.lower(), output
 
@@ -110,7 +111,10 @@ def test_tflite_export_cli_prints_its_report_only(tmp_path):
     tflite = str(tmp_path / "m.tflite")
     cli = ["-m", "tf_reweight.cli.tflite"]
 
-    run = _run([*cli, "convert", str(tmp_path / "m.keras"), tflite])
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((16, 4), "float32"))
+    convert = [*cli, "convert", str(tmp_path / "m.keras"), tflite, "--quantization"]
+    calibration = ["--representative-npy", str(tmp_path / "x.npy")]
+    run = _run([*convert, "int8", *calibration, "--min-agreement", "0"])
     assert run.returncode == 0, run.stderr
     _assert_quiet(run)
     assert "gzipped" in run.stdout and "encoding: " in run.stdout
@@ -125,3 +129,20 @@ def test_tflite_export_cli_prints_its_report_only(tmp_path):
     verbose = _run([*verify, "--runs", "2", "--verbose"])
     assert verbose.returncode == 0, verbose.stderr
     assert "argmax_agreement" in verbose.stdout
+
+
+def test_main_job_prints_its_report_only(tmp_path, data_dir):
+    out = tmp_path / "run"
+    run = _run(
+        [
+            *("-m", "tf_reweight.cli", "compress", "--out", str(out)),
+            *("--data-dir", data_dir, "--train-limit", "128", "--verbose", "0"),
+            *("--pretrain-epochs", "0", "--reweight-epochs", "1"),
+            *("--retrain-epochs", "1"),
+        ]
+    )
+    assert run.returncode == 0, run.stderr
+    _assert_quiet(run)
+    assert run.stderr == ""
+    assert "gzipped" in run.stdout and "encoding: " in run.stdout
+    assert (out / "model_int8.tflite").is_file()

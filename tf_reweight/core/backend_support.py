@@ -44,12 +44,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # A native (absl) log line: severity, date, time, thread id, file:line].
 _NATIVE_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ \S+:\d+\] ")
 # Lines that are noise at any level above 0: absl's banner, the second line
-# of the CPU-feature message, the CUDA probe on a machine without a GPU, and
-# LiteRT's own INFO lines.
+# of the CPU-feature message, the CUDA probe on a machine without a GPU, the
+# int8 calibrator's settings line, and LiteRT's own INFO lines.
 _NOISE = (
     "All log messages before absl::InitializeLog() is called",
     "To enable the following instructions:",
     "failed call to cuInit",
+    "fully_quantize: ",
 )
 _held_back: list[str] = []
 
