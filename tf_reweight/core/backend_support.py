@@ -31,6 +31,7 @@ so ``import tf_reweight`` prints nothing; a value the user set wins, and
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib.util
 import os
@@ -52,7 +53,7 @@ _NOISE = (
     "failed call to cuInit",
     "fully_quantize: ",
 )
-_held_back: list[str] = []
+_held_back: collections.deque[str] = collections.deque(maxlen=2000)  # the latest
 
 
 def native_log_level() -> int:
@@ -84,7 +85,8 @@ def quiet_native_logs() -> Iterator[None]:
     ``sys.stderr`` again except the native lines below `native_log_level`
     and known noise (see the module docstring); those are kept for
     `show_native_logs`. If the call raises, all captured text is written
-    back before the error propagates. At level 0 nothing is redirected.
+    back before the error propagates. Python's own writes to ``sys.stderr``
+    in the block come out at its end. At level 0 nothing is redirected.
 
     Example:
     >>> with quiet_native_logs():
@@ -113,10 +115,11 @@ def quiet_native_logs() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            lines = capture.read().decode(errors="replace").splitlines(True)
-            noise = [] if failed else [ln for ln in lines if _is_noise(ln, level)]
-            _held_back.extend(noise)
-            sys.stderr.write("".join(ln for ln in lines if ln not in noise))
+            kept = []
+            for line in capture.read().decode(errors="replace").splitlines(True):
+                noise = not failed and _is_noise(line, level)
+                (_held_back if noise else kept).append(line)
+            sys.stderr.write("".join(kept))
             sys.stderr.flush()
 
 
