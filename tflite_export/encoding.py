@@ -37,6 +37,8 @@ class EncodingChoice:
         sparse_latency_ms: Its median single-sample latency.
         dense_delegate: The delegate that ran the dense file.
         dense_latency_ms: Its median single-sample latency.
+        sparse_bytes: The size of the sparse file, if both were converted.
+        dense_bytes: The size of the dense file, if both were converted.
     """
 
     encoding: str
@@ -45,6 +47,8 @@ class EncodingChoice:
     sparse_latency_ms: float | None = None
     dense_delegate: str | None = None
     dense_latency_ms: float | None = None
+    sparse_bytes: int | None = None
+    dense_bytes: int | None = None
 
     def to_dict(self) -> dict:
         """Returns the fields as a JSON-friendly dict."""
@@ -54,10 +58,13 @@ class EncodingChoice:
         text = f"encoding: {self.encoding} ({self.reason})"
         if self.sparse_latency_ms is None or self.dense_latency_ms is None:
             return text
+        sizes = ("", "")
+        if self.sparse_bytes is not None and self.dense_bytes is not None:
+            sizes = (f", {self.sparse_bytes} bytes", f", {self.dense_bytes} bytes")
         return (
             f"{text}; sparse {self.sparse_latency_ms:.4g} ms on "
-            f"{self.sparse_delegate}, dense {self.dense_latency_ms:.4g} ms on "
-            f"{self.dense_delegate}"
+            f"{self.sparse_delegate}{sizes[0]}, dense {self.dense_latency_ms:.4g} "
+            f"ms on {self.dense_delegate}{sizes[1]}"
         )
 
 
@@ -132,7 +139,7 @@ def write_encoding(
     and `choose_encoding` decides; when both give the same bytes (no tensor
     sparse enough) the file is called dense. For True the sparse file is
     written and, when it falls off XNNPACK, the dense one is timed too and a
-    warning names it if it is faster.
+    warning names the dense file if `choose_encoding` prefers it.
 
     Args:
         convert: Converts the model; its argument says whether to use the
@@ -169,7 +176,11 @@ def write_encoding(
     if dense == flatbuffer:
         reason = "no weight tensor is sparse enough: both encodings give this file"
         return EncodingChoice("dense", reason), None
-    choice = choose_encoding(sparse_delegate, sparse_ms, *measure(dense_path, sample))
+    choice = dataclasses.replace(
+        choose_encoding(sparse_delegate, sparse_ms, *measure(dense_path, sample)),
+        sparse_bytes=len(flatbuffer),
+        dense_bytes=len(dense),
+    )
     if sparse is True:
         if choice.encoding == "dense":
             warnings.warn(

@@ -85,6 +85,9 @@ def test_auto_writes_the_dense_file_when_sparse_falls_off_xnnpack(tmp_path, prun
     assert (choice.encoding, choice.sparse_delegate) == ("dense", "builtin")
     assert choice.dense_delegate == "xnnpack" and "falls back" in choice.reason
     assert choice.sparse_latency_ms > 0 and choice.dense_latency_ms > 0
+    assert choice.dense_bytes == report.file_bytes == path.stat().st_size
+    assert choice.sparse_bytes < choice.dense_bytes  # 80% zeros, stored sparse
+    assert f"{choice.sparse_bytes} bytes" in str(report)
     assert report.verification.delegate == "xnnpack"
     assert not report.verification.delegate_fallback
     assert count_zero_weights(path)[2] == 0  # no sparse tensor in the file
