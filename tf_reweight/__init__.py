@@ -9,6 +9,9 @@ Example:
 >>> plain = tfr.strip(pruned)
 """
 
+# First: imports Keras and TensorFlow without their native log lines.
+from tf_reweight.core import backend_support  # noqa: I001
+
 import importlib
 
 import keras
@@ -24,7 +27,7 @@ from tf_reweight.callbacks import (
     ScheduledPruning,
     SparsityMonitor,
 )
-from tf_reweight.core import backend_support, budget, layouts, structures
+from tf_reweight.core import budget, layouts, structures
 from tf_reweight.core.budget import parse_target
 from tf_reweight.core.constraints import MaskConstraint
 from tf_reweight.core.structures import Structure

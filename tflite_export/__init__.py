@@ -1,15 +1,19 @@
 """Export pruned Keras 3 models to TFLite: convert, shrink and verify.
 
 `shrink`, `shrink_report` and `count_macs` are Keras-level and work on every
-backend, as do `verify` and `evaluate_tflite` (LiteRT only). `export` needs
-TensorFlow (the TFLite converter), so it loads on first use and says so on
-another backend.
+backend, as do `verify`, `measure`, `evaluate_tflite` and `choose_encoding`
+(LiteRT only). `export` needs TensorFlow (the TFLite converter), so it loads
+on first use and says so on another backend.
 """
+
+# First: imports Keras and TensorFlow without their native log lines.
+from tf_reweight.core import backend_support  # noqa: F401, I001
 
 import importlib
 
+from tflite_export.encoding import EncodingChoice, choose_encoding
 from tflite_export.shrink import ShrinkReport, count_macs, shrink, shrink_report
-from tflite_export.verify import VerifyReport, evaluate_tflite, verify
+from tflite_export.verify import VerifyReport, evaluate_tflite, measure, verify
 
 _LAZY_ATTRIBUTES = {
     "ExportReport": "convert",
@@ -29,12 +33,15 @@ def __dir__():
 
 
 __all__ = [
+    "EncodingChoice",
     "ExportReport",
     "ShrinkReport",
     "VerifyReport",
+    "choose_encoding",
     "count_macs",
     "evaluate_tflite",
     "export",
+    "measure",
     "shrink",
     "shrink_report",
     "verify",

@@ -17,6 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 import tf_reweight as tfr
+from tf_reweight.core.backend_support import quiet_native_logs
+from tf_reweight.core.checks import check_choice
+from tflite_export.encoding import EncodingChoice, write_encoding
+from tflite_export.flatbuffer import gzip_bytes
 from tflite_export.inputs import random_sample, validate_batch, validate_model
 from tflite_export.shrink import ShrinkReport, shrink_report
 from tflite_export.shrink import shrink as shrink_model
@@ -24,6 +28,8 @@ from tflite_export.verify import VerifyReport
 from tflite_export.verify import verify as verify_file
 
 QUANTIZATIONS = ("none", "dynamic", "int8", "float16")
+SPARSE = (True, False, "auto")
+CONVERTERS = ("saved_model", "keras")
 
 
 @dataclasses.dataclass
@@ -33,16 +39,23 @@ class ExportReport:
     Attributes:
         path: The written `.tflite` file.
         file_bytes: Its size in bytes.
+        gzip_bytes: Its size compressed with gzip (as apps ship it).
         quantization: One of `"none"`, `"dynamic"`, `"int8"`, `"float16"`.
-        sparse: Whether the sparse encoding of zero weights was requested.
+        sparse: The encoding requested: True, False or `"auto"`.
+        converter: `"saved_model"` or `"keras"` (Keras' LiteRT exporter).
+        encoding: The encoding written, with the measurements it was chosen
+            on (`sparse="auto"`), as an `EncodingChoice`.
         shrink: Parameter and MAC counts before/after `shrink`, if it ran.
         verification: The `VerifyReport` of the file, if verification ran.
     """
 
     path: str
     file_bytes: int
+    gzip_bytes: int
     quantization: str
-    sparse: bool
+    sparse: bool | str
+    converter: str
+    encoding: EncodingChoice
     shrink: ShrinkReport | None = None
     verification: VerifyReport | None = None
 
@@ -51,16 +64,21 @@ class ExportReport:
         return {
             "path": self.path,
             "file_bytes": self.file_bytes,
+            "gzip_bytes": self.gzip_bytes,
             "quantization": self.quantization,
             "sparse": self.sparse,
+            "converter": self.converter,
+            "encoding": self.encoding.to_dict(),
             "shrink": self.shrink and self.shrink.to_dict(),
             "verification": self.verification and self.verification.to_dict(),
         }
 
     def __str__(self) -> str:
         lines = [
-            f"{self.path}: {self.file_bytes} bytes, quantization={self.quantization}, "
-            f"sparse={self.sparse}"
+            f"{self.path}: {self.file_bytes} bytes ({self.gzip_bytes} gzipped), "
+            f"quantization={self.quantization}, sparse={self.sparse}, "
+            f"converter={self.converter}",
+            str(self.encoding),
         ]
         if self.shrink is not None:
             lines.append(f"shrink: {self.shrink}")
@@ -90,18 +108,48 @@ def _representative_dataset(data, model):
         yield [_calibration_batch(batch, model)]
 
 
-def _converter(saved_model_dir: str, quantization: str, sparse: bool, data, model):
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+def _converter_options(quantization: str, sparse: bool, data, model) -> dict:
+    """The TFLite converter's settings, as `keras.Model.export` takes them."""
     optimizations = [] if quantization == "none" else [tf.lite.Optimize.DEFAULT]
     if sparse:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-    converter.optimizations = optimizations
+    options = {"optimizations": optimizations}
     if quantization == "float16":
-        converter.target_spec.supported_types = [tf.float16]
+        options["target_spec"] = {"supported_types": [tf.float16]}
     if quantization == "int8":
-        converter.representative_dataset = lambda: _representative_dataset(data, model)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return converter
+        options["representative_dataset"] = lambda: _representative_dataset(data, model)
+        int8_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        options["target_spec"] = {"supported_ops": int8_ops}
+    return options
+
+
+def keras_exporter_available() -> bool:
+    """Whether this Keras' `Model.export` writes LiteRT (``format="litert"``).
+
+    Keras has no public flag for its export formats; its `Model.export`
+    docstring lists them (``"litert"`` since Keras 3.13).
+
+    Returns:
+        True if ``model.export(path, format="litert")`` is supported.
+    """
+    return '"litert"' in (keras.Model.export.__doc__ or "")
+
+
+def _convert(model, quantization: str, sparse: bool, data, converter: str) -> bytes:
+    """Converts ``model`` to a flatbuffer, native log lines held back."""
+    options = _converter_options(quantization, sparse, data, model)
+    with tempfile.TemporaryDirectory() as folder, quiet_native_logs():
+        if converter == "keras":
+            path = os.path.join(folder, "model.tflite")
+            model.export(path, format="litert", verbose=False, **options)
+            return Path(path).read_bytes()
+        model.export(folder, format="tf_saved_model", verbose=False)
+        tflite = tf.lite.TFLiteConverter.from_saved_model(folder)
+        for name, value in options.pop("target_spec", {}).items():
+            setattr(tflite.target_spec, name, value)
+        for name, value in options.items():
+            setattr(tflite, name, value)
+        return tflite.convert()
 
 
 def check_output_path(path, name: str = "path") -> None:
@@ -157,12 +205,26 @@ def _check_calibration(data, model) -> None:
             _calibration_batch(batch, model)
 
 
-def _check_arguments(model, path, quantization, representative_data, sample) -> None:
+def _check_arguments(
+    model, path, quantization, sparse, converter, representative_data, sample
+) -> None:
     validate_model(model)
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"Expected `quantization` to be one of {QUANTIZATIONS}. "
             f"Received: quantization={quantization!r}"
+        )
+    if not (isinstance(sparse, bool) or (isinstance(sparse, str) and sparse == "auto")):
+        raise ValueError(
+            f"Expected `sparse` to be one of {SPARSE}. Received: sparse={sparse!r}"
+        )
+    check_choice("converter", converter, CONVERTERS)
+    if converter == "keras" and not keras_exporter_available():
+        raise ValueError(
+            "`converter='keras'` needs a Keras whose `Model.export` writes LiteRT "
+            f"(format='litert', Keras 3.13 or later); this is Keras "
+            f"{keras.__version__}. Use converter='saved_model'. "
+            f"Received: converter={converter!r}"
         )
     if quantization == "int8" and representative_data is None:
         raise ValueError(
@@ -181,18 +243,22 @@ def export(
     model: keras.Model,
     path: str,
     quantization: str = "none",
-    sparse: bool = True,
+    sparse: bool | str = "auto",
     representative_data: np.ndarray | Iterable | None = None,
     shrink: bool = False,
     verify: bool = True,
     sample: np.ndarray | None = None,
+    converter: str = "saved_model",
 ) -> ExportReport:
     """Converts a Keras model to a `.tflite` file and checks the result.
 
     The model is first stripped with `tf_reweight.strip` (pruning and
     quantization wrappers removed, zeros kept, quantized kernels on their
-    grid), optionally shrunk (zero filters removed, see `shrink`), exported as a
-    SavedModel and converted with `tf.lite.TFLiteConverter.from_saved_model`.
+    grid), optionally shrunk (zero filters removed, see `shrink`), then
+    converted: exported as a SavedModel and converted with
+    `tf.lite.TFLiteConverter.from_saved_model` (``converter="saved_model"``),
+    or with Keras' own ``model.export(path, format="litert")``
+    (``converter="keras"``, Keras 3.13 or later), with the same settings.
 
     Quantization modes:
 
@@ -204,56 +270,84 @@ def export(
       (quantize/dequantize ops are inside the model), so the file is fed the
       same data as the Keras model.
 
+    Weight encodings (`sparse`): LiteRT's sparse encoding
+    (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`) stores weight tensors with
+    many zeros compactly, but XNNPACK, LiteRT's default CPU delegate, cannot
+    run every sparse format (see `tflite_export.encoding`). `"auto"` converts
+    both encodings, times both in LiteRT (`verify.measure`) and writes the
+    sparse file unless it falls off XNNPACK where the dense one runs on it,
+    or is slower (`choose_encoding`); the report says which and why.
+    `True` writes the sparse file and warns when the dense one would be
+    faster; `False` writes the dense file.
+
     Args:
         model: A built Keras 3 model with one input and one output.
         path: Where to write the `.tflite` file.
         quantization: One of `"none"`, `"dynamic"`, `"int8"`, `"float16"`.
-        sparse: Store weight tensors with many zeros in the TFLite sparse
-            encoding (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`).
+        sparse: `"auto"`, True or False (see above).
         representative_data: Calibration inputs for `"int8"`: either an array
             of samples (each sample is one calibration step; a few hundred is
             plenty) or an iterable of input batches.
         shrink: Remove removable zero filters first (see `shrink`).
         verify: Run `verify` on the written file, against `model` itself.
-        sample: Inputs for verification. Defaults to the first 32 rows of an
-            array `representative_data`, else a random uniform [0, 1) batch.
+        sample: Inputs for verification and timing. Defaults to the first 32
+            rows of an array `representative_data`, else a random uniform
+            [0, 1) batch.
+        converter: `"saved_model"` or `"keras"` (see above).
 
     Returns:
         An `ExportReport`.
+
+    Raises:
+        ValueError: For bad arguments (before anything is written), or when
+            verification fails.
 
     Example:
 
     ```python
     report = export(model, "model.tflite", quantization="int8",
                     representative_data=x_train[:200], sample=x_test[:100])
-    print(report)
+    print(report.encoding, report.gzip_bytes)
     ```
     """
-    _check_arguments(model, path, quantization, representative_data, sample)
+    _check_arguments(
+        model, path, quantization, sparse, converter, representative_data, sample
+    )
+    if representative_data is not None and iter(representative_data) is (
+        representative_data
+    ):
+        representative_data = list(representative_data)  # converted up to twice
     converted = tfr.strip(model)
     shrink_summary = None
     if shrink:
         stripped, converted = converted, shrink_model(converted)
         shrink_summary = shrink_report(stripped, converted)
-    with tempfile.TemporaryDirectory() as saved_model_dir:
-        converted.export(saved_model_dir, format="tf_saved_model", verbose=False)
-        converter = _converter(
-            saved_model_dir, quantization, sparse, representative_data, converted
-        )
-        flatbuffer = converter.convert()
-    Path(path).write_bytes(flatbuffer)
+    if sample is None and isinstance(representative_data, np.ndarray):
+        sample = representative_data[:32]
+    if sample is None:
+        sample = random_sample(model, 8)
 
-    report = ExportReport(
-        path=str(path),
-        file_bytes=len(flatbuffer),
-        quantization=quantization,
-        sparse=sparse,
-        shrink=shrink_summary,
-    )
-    if verify:
-        if sample is None and isinstance(representative_data, np.ndarray):
-            sample = representative_data[:32]
-        if sample is None:
-            sample = random_sample(model, 8)
-        report.verification = verify_file(str(path), model, sample)
+    def convert(encoding: bool) -> bytes:
+        return _convert(
+            converted, quantization, encoding, representative_data, converter
+        )
+
+    with tempfile.TemporaryDirectory() as folder:
+        encoding, dense_path = write_encoding(
+            convert, str(path), sparse, sample, folder, measured=verify
+        )
+        report = ExportReport(
+            path=str(path),
+            file_bytes=Path(path).stat().st_size,
+            gzip_bytes=gzip_bytes(path),
+            quantization=quantization,
+            sparse=sparse,
+            converter=converter,
+            encoding=encoding,
+            shrink=shrink_summary,
+        )
+        if verify:
+            report.verification = verify_file(
+                str(path), model, sample, dense_reference_path=dense_path
+            )
     return report

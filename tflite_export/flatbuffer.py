@@ -10,7 +10,8 @@ points.
 
 `read` walks the file once into `TfliteTensor` records; `count_zero_weights`
 (used by `tflite_export.verify`) and `byte_breakdown` (where a file's bytes go)
-summarize them.
+summarize them. `gzip_bytes` is the size a file takes compressed, as apps
+ship it.
 
 Example:
 >>> tensors = read("model.tflite")
@@ -24,6 +25,7 @@ from tf_reweight.core.backend_support import require
 require(__name__, "the TFLite schema", backend=None, package="ai_edge_litert")
 
 import dataclasses
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +221,19 @@ def byte_breakdown(tflite_path: str | Path) -> dict[str, int]:
         counts["index_bytes"] += tensor.index_bytes
     counts["other_bytes"] = Path(tflite_path).stat().st_size - sum(counts.values())
     return counts
+
+
+def gzip_bytes(tflite_path: str | Path) -> int:
+    """The size of a file compressed with gzip (level 9), as it is shipped.
+
+    Args:
+        tflite_path: Path of the `.tflite` file.
+
+    Returns:
+        The number of gzip-compressed bytes.
+
+    Example:
+    >>> gzip_bytes("model.tflite") < Path("model.tflite").stat().st_size
+    True
+    """
+    return len(gzip.compress(Path(tflite_path).read_bytes(), compresslevel=9, mtime=0))

@@ -6,7 +6,9 @@ example a sparse `FULLY_CONNECTED` with int8 weights, as produced by the
 `"dynamic"` and `"int8"` modes with `sparse=True`). The delegate is applied at
 the first invoke, so a probe invoke on zeros is run right after loading; when
 it fails, the failure message is recorded and the model is loaded again with
-the builtin kernels only, which run every sparse format.
+the builtin kernels only, which run every sparse format. LiteRT's own INFO
+lines (the delegate it created) are held back (see
+`tf_reweight.core.backend_support.quiet_native_logs`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import keras
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from tflite_export.flatbuffer import count_zero_weights
+from tf_reweight.core.backend_support import quiet_native_logs
+from tflite_export.flatbuffer import count_zero_weights, gzip_bytes
 from tflite_export.inputs import validate_batch, validate_model
 
 
@@ -35,6 +38,7 @@ class VerifyReport:
     Attributes:
         path: The verified `.tflite` file.
         file_bytes: Its size in bytes.
+        gzip_bytes: Its size compressed with gzip (as apps ship it).
         delegate: `"xnnpack"` when the default delegate ran the model,
             `"builtin"` when the builtin kernels had to be used instead.
         delegate_fallback: Whether the default delegate failed and the
@@ -52,10 +56,12 @@ class VerifyReport:
             for a model with a fixed batch size).
         dense_reference_bytes: Size of the dense reference file, if given.
         dense_reference_latency_ms: Its median single-sample latency.
+        dense_reference_delegate: The delegate that ran the dense reference.
     """
 
     path: str
     file_bytes: int
+    gzip_bytes: int
     delegate: str
     delegate_fallback: bool
     delegate_error: str | None
@@ -68,6 +74,7 @@ class VerifyReport:
     latency_ms: float
     dense_reference_bytes: int | None = None
     dense_reference_latency_ms: float | None = None
+    dense_reference_delegate: str | None = None
 
     @property
     def zero_fraction(self) -> float:
@@ -118,14 +125,17 @@ class _Runner:
 
     def __init__(self, path: str):
         self.delegate_error = None
-        try:
-            self._load(path, OpResolverType.AUTO)
-            self.delegate = "xnnpack"
-        except RuntimeError as error:
-            # The default delegate is applied lazily and fails on first invoke.
-            self.delegate_error = str(error)
+        self.delegate = "xnnpack"
+        with quiet_native_logs():
+            try:
+                self._load(path, OpResolverType.AUTO)
+            except RuntimeError as error:
+                # The default delegate is applied lazily and fails on first
+                # invoke; its log lines are held back, its message recorded.
+                self.delegate_error = str(error)
+                self.delegate = "builtin"
+        if self.delegate_error is not None:
             self._load(path, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-            self.delegate = "builtin"
 
     def _load(self, path: str, resolver: OpResolverType) -> None:
         self.interpreter = Interpreter(
@@ -278,6 +288,7 @@ def verify(
     report = VerifyReport(
         path=tflite_path,
         file_bytes=Path(tflite_path).stat().st_size,
+        gzip_bytes=gzip_bytes(tflite_path),
         delegate=runner.delegate,
         delegate_fallback=runner.delegate_error is not None,
         delegate_error=runner.delegate_error,
@@ -291,9 +302,29 @@ def verify(
     )
     if dense_reference_path is not None:
         report.dense_reference_bytes = Path(dense_reference_path).stat().st_size
-        dense = _Runner(dense_reference_path)
-        report.dense_reference_latency_ms = dense.latency_ms(sample, runs)
+        report.dense_reference_delegate, report.dense_reference_latency_ms = measure(
+            dense_reference_path, sample, runs
+        )
     return report
+
+
+def measure(tflite_path: str, sample: np.ndarray, runs: int = 20) -> tuple[str, float]:
+    """The delegate that runs a `.tflite` file, and its single-sample latency.
+
+    Args:
+        tflite_path: Path of the `.tflite` file (one input, one output).
+        sample: Float input batch; its first row is timed.
+        runs: Number of timed invokes (the median is reported).
+
+    Returns:
+        ``(delegate, latency_ms)``: `"xnnpack"` or `"builtin"` (see
+        `VerifyReport.delegate`) and the median latency in milliseconds.
+
+    Example:
+    >>> delegate, latency_ms = measure("model.tflite", x_test[:1])
+    """
+    runner = _Runner(_check_file(tflite_path, "tflite_path"))
+    return runner.delegate, runner.latency_ms(validate_batch(sample, "sample"), runs)
 
 
 def evaluate_tflite(

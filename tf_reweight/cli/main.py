@@ -31,7 +31,7 @@ def _export(plain, out: Path, train, test) -> dict:
         plain,
         str(out / "model_int8.tflite"),
         quantization="int8",
-        sparse=True,
+        sparse="auto",
         representative_data=train[0][:512],
         sample=x_test[:1000],
     )

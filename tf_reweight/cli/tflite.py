@@ -7,6 +7,10 @@ tflite-export convert model.keras model.tflite --quantization int8 \
     --representative-npy calibration.npy
 tflite-export verify model.tflite --reference model.keras --sample-npy x.npy
 ```
+
+Only the report is printed: TensorFlow's and LiteRT's native log lines are
+held back (`tf_reweight.core.backend_support.quiet_native_logs`); ``--verbose``
+shows them, as does ``TF_CPP_MIN_LOG_LEVEL=0``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from tf_reweight.cli.checks import fraction, load_keras, positive_int
-from tflite_export.convert import QUANTIZATIONS, check_output_path, export
+from tf_reweight.core.backend_support import show_native_logs
+from tflite_export.convert import CONVERTERS, QUANTIZATIONS, check_output_path, export
 from tflite_export.inputs import random_sample
 from tflite_export.verify import verify
+
+_ENCODINGS = {"auto": "auto", "sparse": True, "dense": False}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,8 +44,27 @@ def _parser() -> argparse.ArgumentParser:
         "--representative-npy",
         help=".npy array of calibration inputs (required for int8).",
     )
+    encoding = convert.add_mutually_exclusive_group()
+    encoding.add_argument(
+        "--encoding",
+        choices=tuple(_ENCODINGS),
+        default="auto",
+        help="Weight encoding: auto (default) writes the sparse file unless it "
+        "falls off XNNPACK or is slower than the dense one.",
+    )
+    encoding.add_argument(
+        "--dense",
+        dest="encoding",
+        action="store_const",
+        const="dense",
+        help="Same as --encoding dense.",
+    )
     convert.add_argument(
-        "--dense", action="store_true", help="Do not use the sparse encoding."
+        "--converter",
+        choices=CONVERTERS,
+        default="saved_model",
+        help="saved_model (default): TFLiteConverter.from_saved_model; keras: "
+        "Keras' own model.export(format='litert').",
     )
     convert.add_argument(
         "--shrink", action="store_true", help="Remove zero filters first."
@@ -64,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
             type=fraction,
             default=0.99,
             help="Exit with status 1 below this argmax agreement (default 0.99).",
+        )
+        command.add_argument(
+            "--verbose",
+            action="store_true",
+            help="Also show TensorFlow's and LiteRT's native log lines.",
         )
     return parser
 
@@ -132,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit:  # argparse has printed usage and the error
         return exit.code if isinstance(exit.code, int) else 2
+    if args.verbose:
+        show_native_logs()
     try:
         report, agreement = _run(args)
     except (ValueError, OSError) as error:
@@ -155,10 +188,11 @@ def _run(args):
             load_keras(args.model, "model", compile=False),
             args.output,
             quantization=args.quantization,
-            sparse=not args.dense,
+            sparse=_ENCODINGS[args.encoding],
             representative_data=representative,
             shrink=args.shrink,
             sample=sample,
+            converter=args.converter,
         )
         return report, report.verification.argmax_agreement
     _check_tflite(args.tflite, "tflite")

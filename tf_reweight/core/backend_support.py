@@ -20,14 +20,136 @@ The core of `tf_reweight` runs on every backend. Two things differ:
 The modules built on TensorFlow (attacks, adversarial training, robustness
 and sensitivity, MRPF, the data loaders and the TFLite export) call
 `require` at import, which explains what to do on another backend.
+
+**Native log lines.** TensorFlow's and LiteRT's C++ code writes INFO lines
+(oneDNN, CUDA drivers, CPU features, XNNPACK) straight to file descriptor 2
+when it loads. This module imports Keras (and with it TensorFlow) with
+``TF_CPP_MIN_LOG_LEVEL`` defaulting to ``"2"`` and inside `quiet_native_logs`,
+so ``import tf_reweight`` prints nothing; a value the user set wins, and
+``TF_CPP_MIN_LOG_LEVEL=0`` shows every line.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import importlib.util
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
 
-import keras
-import numpy as np
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# A native (absl) log line: severity, date, time, thread id, file:line].
+_NATIVE_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ \S+:\d+\] ")
+# Lines that are noise at any level above 0: absl's banner, the second line
+# of the CPU-feature message, the CUDA probe on a machine without a GPU, the
+# int8 calibrator's settings line, and LiteRT's own INFO lines.
+_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "To enable the following instructions:",
+    "failed call to cuInit",
+    "fully_quantize: ",
+)
+_held_back: collections.deque[str] = collections.deque(maxlen=2000)  # the latest
+
+
+def native_log_level() -> int:
+    """The native log level in effect: ``TF_CPP_MIN_LOG_LEVEL`` (0 to 3).
+
+    Returns:
+        0 shows every native line; 1 hides INFO, 2 also WARNING, 3 also
+        ERROR lines. An unreadable value counts as 0 (show everything).
+    """
+    value = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip()
+    return min(int(value), 3) if value.isdigit() else 0
+
+
+def _is_noise(line: str, level: int) -> bool:
+    if level == 0:
+        return False
+    match = _NATIVE_LINE.match(line)
+    if match and "IWEF".index(match[1]) < level:
+        return True
+    return line.startswith("INFO: ") or any(text in line for text in _NOISE)
+
+
+@contextlib.contextmanager
+def quiet_native_logs() -> Iterator[None]:
+    """Holds back the native log lines that one call writes to fd 2.
+
+    File descriptor 2 is redirected to a temporary file for the duration
+    and restored afterwards. Then every captured line is written to
+    ``sys.stderr`` again except the native lines below `native_log_level`
+    and known noise (see the module docstring); those are kept for
+    `show_native_logs`. If the call raises, all captured text is written
+    back before the error propagates. Python's own writes to ``sys.stderr``
+    in the block come out at its end. At level 0 nothing is redirected.
+
+    Example:
+    >>> with quiet_native_logs():
+    ...     flatbuffer = converter.convert()
+    """
+    level = native_log_level()
+    if level == 0:
+        yield
+        return
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 to redirect
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = []
+            for line in capture.read().decode(errors="replace").splitlines(True):
+                noise = not failed and _is_noise(line, level)
+                (_held_back if noise else kept).append(line)
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def show_native_logs() -> None:
+    """Shows native log lines from now on, and those held back so far.
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL=0`` for the later `quiet_native_logs`
+    calls of this process (TensorFlow's own threshold was read at import)
+    and writes the lines held back until now to ``sys.stderr``. For a
+    ``--verbose`` flag of a command-line tool.
+
+    Example:
+    >>> if args.verbose:
+    ...     show_native_logs()
+    """
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    sys.stderr.write("".join(_held_back))
+    sys.stderr.flush()
+    _held_back.clear()
+
+
+with quiet_native_logs():
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe logs here, not later
+
+import numpy as np  # noqa: E402
 
 _NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 
