@@ -65,7 +65,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="use only the first N training images",
     )
     p.add_argument("--out", default="runs/compress", help="output directory")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    p.add_argument(
+        "--verbose",
+        type=int,
+        default=1,
+        choices=[0, 1, 2],
+        help="Keras verbosity; 2 also shows TensorFlow's native log lines",
+    )
 
 
 def parser() -> argparse.ArgumentParser:

@@ -11,16 +11,14 @@ steps all of them share are in `tf_reweight.cli.common`. The command is also
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from tf_reweight.cli import args as cli_args  # noqa: E402
-from tf_reweight.cli import checks, common  # noqa: E402
-from tf_reweight.cli import robust as cli_robust  # noqa: E402
+from tf_reweight.cli import args as cli_args
+from tf_reweight.cli import checks, common
+from tf_reweight.cli import robust as cli_robust
+from tf_reweight.core import backend_support
 
 
 def _export(plain, out: Path, train, test) -> dict:
@@ -166,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         args = cli_args.parser().parse_args(argv)
     except SystemExit as exit:  # argparse has printed usage and the error
         return exit.code if isinstance(exit.code, int) else 2
+    if args.verbose == 2:  # the most verbose run also shows TensorFlow's logs
+        backend_support.show_native_logs()
     try:
         if args.command == "compress":
             compress(args)
