@@ -263,14 +263,14 @@ def _floors(text: str) -> list[float | str]:
     return [DEFAULT if v.strip() == DEFAULT else float(v) for v in text.split(",")]
 
 
-def table(records: list[dict]) -> str:
+def table(stored: list[dict]) -> str:
     """A Markdown table of the records that are not superseded."""
     lines = [
         "| dataset | structure | penalty | max_prune | sparsity | test | train "
         "| fit train | test recal. | kept units |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in records:
+    for r in stored:
         if r.get("superseded"):
             continue
         kept = " ".join(

@@ -49,7 +49,7 @@ def test_records_are_measured_resumed_and_tabled(data_dir, tmp_path, capsys):
         for row in r["layers"]:
             lost = row["units"] - row["kept_units"]
             assert lost <= r["max_prune"] * row["units"], (r["structure"], row)
-    assert "| mnist | filter | 0.8 |" in capsys.readouterr().out
+    assert "| mnist | filter | 1e-05 | 0.8 |" in capsys.readouterr().out
 
     assert structured.main(argv) == 0  # everything is already there
     assert json.loads(results.read_text()) == records
@@ -62,9 +62,10 @@ def test_table_leaves_out_superseded_records():
         "dataset": "mnist",
         "structure": "filter",
         "max_prune": "default",
+        "penalty": "auto",
         "test_accuracy": 0.5,
         "train_accuracy": 0.5,
     }
     old = {**record, "dataset": "cifar10", "superseded": True}
     lines = structured.table([old, record]).splitlines()
-    assert len(lines) == 3 and lines[-1].startswith("| mnist | filter | default |")
+    assert len(lines) == 3 and lines[-1].startswith("| mnist | filter | auto | default |")
