@@ -68,4 +68,6 @@ def test_table_leaves_out_superseded_records():
     }
     old = {**record, "dataset": "cifar10", "superseded": True}
     lines = structured.table([old, record]).splitlines()
-    assert len(lines) == 3 and lines[-1].startswith("| mnist | filter | auto | default |")
+    assert len(lines) == 3 and lines[-1].startswith(
+        "| mnist | filter | auto | default |"
+    )

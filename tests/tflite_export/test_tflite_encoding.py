@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import keras
-import numpy as np
 import pytest
 
 from tflite_export import choose_encoding, export
@@ -53,25 +52,9 @@ def test_choose_encoding_tolerance_and_bad_input():
 
 
 @pytest.fixture(scope="module")
-def pruned():
+def pruned(sparse_convnet):
     """A small conv net with 80% zero kernels and a sample."""
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            L.Conv2D(8, 3, activation="relu"),
-            L.Flatten(),
-            L.Dense(16, activation="relu"),
-            L.Dense(4),
-        ]
-    )
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if hasattr(layer, "kernel"):
-            kernel = layer.kernel.numpy()
-            kernel[rng.random(kernel.shape) < 0.8] = 0.0
-            layer.kernel.assign(kernel)
-    return model, rng.normal(size=(16, 8, 8, 1)).astype("float32")
+    return sparse_convnet
 
 
 def test_auto_writes_the_dense_file_when_sparse_falls_off_xnnpack(tmp_path, pruned):

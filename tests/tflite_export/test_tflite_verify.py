@@ -12,27 +12,11 @@ L = keras.layers
 
 
 @pytest.fixture(scope="module")
-def pruned(tmp_path_factory):
+def pruned(tmp_path_factory, sparse_convnet):
     """A small conv net with 80% zero kernels, a dense float file, a sample."""
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            L.Conv2D(8, 3, activation="relu"),
-            L.Flatten(),
-            L.Dense(16, activation="relu"),
-            L.Dense(4),
-        ]
-    )
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if hasattr(layer, "kernel"):
-            kernel = layer.kernel.numpy()
-            kernel[rng.random(kernel.shape) < 0.8] = 0.0
-            layer.kernel.assign(kernel)
+    model, sample = sparse_convnet
     dense = str(tmp_path_factory.mktemp("verify") / "dense.tflite")
     export(model, dense, sparse=False, verify=False)
-    sample = rng.normal(size=(16, 8, 8, 1)).astype("float32")
     return model, dense, sample
 
 
