@@ -87,3 +87,11 @@ def test_stamp_and_versions():
     assert found["python"] == sys.version.split()[0]
     assert found["keras"] == keras.__version__
     assert "no-such-distribution" not in found
+
+
+def test_penalty_arguments_and_labels_take_auto():
+    assert records.number_or_auto("auto") == "auto"
+    assert records.number_or_auto("1e-4") == 1e-4
+    with pytest.raises(ValueError):
+        records.number_or_auto("Auto")
+    assert records.label("auto") == "auto" and records.label(1e-05) == "1e-05"
