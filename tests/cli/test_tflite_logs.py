@@ -143,6 +143,11 @@ def test_main_job_prints_its_report_only(tmp_path, data_dir):
     )
     assert run.returncode == 0, run.stderr
     _assert_quiet(run)
-    assert run.stderr == ""
+    # stderr may hold only the library's own Python warnings (the sparse file
+    # of this 1-epoch model can fall off XNNPACK), never native log lines.
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert all("Warning: " in line or line.startswith("  ") for line in lines), (
+        run.stderr
+    )
     assert "gzipped" in run.stdout and "encoding: " in run.stdout
     assert (out / "model_int8.tflite").is_file()
