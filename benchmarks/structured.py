@@ -218,11 +218,7 @@ def pruned_run(args, dataset, data, dense, structure, max_prune) -> dict:
         "seconds": round(seconds, 1),
     }
     if args.penalty == "auto":  # the lambda the library set
-        facts["penalty_set"] = next(
-            pk.penalty.calibrated
-            for w in tfr.pruning.wrappers(pruned)
-            for pk in w.pruned_kernels
-        )
+        facts["penalty_set"] = tfr.pruning.calibrated_penalty(pruned)
     tfr.recalibrate_batchnorm(pruned, x, batch_size=args.batch_size)
     facts["test_accuracy_recalibrated"] = _accuracy(pruned, xt, yt, args.batch_size)
     return facts

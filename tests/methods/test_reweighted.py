@@ -82,7 +82,9 @@ def test_auto_penalty_is_zero_until_calibrated_then_follows_formula():
     assert all(p.needs_calibration for p in penalties)
     layer = pruned.get_layer("fc1")
     assert float(sum(layer.losses)) == 0.0
+    assert operations.calibrated_penalty(pruned) is None
     value = operations.calibrate_penalties(pruned, 0.5)
+    assert operations.calibrated_penalty(pruned) == pytest.approx(value, rel=1e-6)
     kept = round(0.25 * (8 * 16 + 16 * 3))
     assert value == pytest.approx(2.5 * 0.5 / kept, rel=1e-6)
     assert not any(p.needs_calibration for p in penalties)

@@ -9,6 +9,8 @@ before.
 from tf_reweight.pruning.operations import (
     align_batchnorm,
     allocate,
+    calibrate_penalties,
+    calibrated_penalty,
     hard_prune,
     refresh_penalties,
     require_wrappers,
@@ -19,6 +21,8 @@ from tf_reweight.pruning.operations import (
 __all__ = [
     "align_batchnorm",
     "allocate",
+    "calibrate_penalties",
+    "calibrated_penalty",
     "hard_prune",
     "refresh_penalties",
     "require_wrappers",

@@ -125,6 +125,15 @@ def calibrate_penalties(model: keras.Model, data_loss: float) -> float | None:
     return value
 
 
+def calibrated_penalty(model: keras.Model) -> float | None:
+    """The value `calibrate_penalties` set, or None if no penalty has one."""
+    for w in wrappers(model):
+        for pk in w.pruned_kernels:
+            if pk.penalty is not None and pk.penalty.calibrated is not None:
+                return pk.penalty.calibrated
+    return None
+
+
 def hard_prune(model: keras.Model, final: bool = True) -> None:
     """Projects every pruned kernel onto its current target and masks it.
 

@@ -24,7 +24,7 @@ from tf_reweight.callbacks import HardPrune, SparsityMonitor
 from tf_reweight.core.checks import check_int
 from tf_reweight.methods.penalty import KernelPenalty
 from tf_reweight.pruning import api, batchnorm
-from tf_reweight.pruning.operations import hard_prune, wrappers
+from tf_reweight.pruning.operations import calibrated_penalty, hard_prune, wrappers
 from tf_reweight.training import plans, registry
 from tf_reweight.training.plans import Plan, two_phase_lr
 
@@ -331,15 +331,8 @@ def prune(
 
 def _value_used(model: keras.Model, value: float | str) -> float | str:
     """The penalty value a run used: for ``"auto"``, the value it set."""
-    if not isinstance(value, str):
-        return value
-    found = [
-        pk.penalty.calibrated
-        for w in wrappers(model)
-        for pk in w.pruned_kernels
-        if pk.penalty is not None and pk.penalty.calibrated is not None
-    ]
-    return found[0] if found else value
+    calibrated = calibrated_penalty(model) if isinstance(value, str) else None
+    return value if calibrated is None else calibrated
 
 
 def reweighted_prune(
