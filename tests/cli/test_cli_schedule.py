@@ -65,6 +65,7 @@ def test_bad_schedule_exits_2_with_one_line_before_any_work(
 def test_penalty_and_eps_take_auto():
     args = _compress("--penalty", "auto", "--reweight-eps", "auto")
     assert (args.penalty, args.reweight_eps) == ("auto", "auto")
-    args = _compress("--reweight-eps", "1e-2")
+    args = _compress("--penalty", "1e-5", "--reweight-eps", "1e-2")
     assert (args.penalty, args.reweight_eps) == (1e-5, 0.01)
+    assert _compress().penalty == "auto"
     assert _compress().reweight_eps is None  # the library's default eps

@@ -199,7 +199,7 @@ def test_default_method_is_the_reweighted_penalty_of_the_options():
         True,
     )
     default = tfr.apply(_mlp(), target=0.5).get_layer("a").method
-    assert (default.lam, default.eps, default.bounded) == (1e-4, 1e-3, False)
+    assert (default.lam, default.eps, default.bounded) == ("auto", "auto", False)
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def test_builtin_methods_are_registered_with_their_defaults():
     assert tfr.get_method("admm").default_penalty == 1e-3
     assert tfr.get_method("magnitude").one_shot
     assert tfr.get_method("reweighted").apply_options == ("eps", "squared", "bounded")
-    assert recipes.DEFAULT_PENALTY["reweighted"] == 1e-4
+    assert recipes.DEFAULT_PENALTY["reweighted"] == "auto"
     assert recipes.DEFAULT_OPTIONS["admm"]["every"] == 100
     assert "magnitude" in recipes.METHODS
 

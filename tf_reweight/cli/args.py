@@ -101,14 +101,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--penalty",
         type=checks.non_negative_float_or_auto,
-        default=1e-5,
-        help="lambda, or auto (set from the first batch's loss and the target)",
+        default="auto",
+        help="lambda, or auto (the default: set from the first batch's loss)",
     )
     c.add_argument(
         "--reweight-eps",
         type=checks.positive_float_or_auto,
         default=None,
-        help="eps of alpha = 1 / (||W_g|| + eps), or auto (default: 1e-3)",
+        help="eps of alpha = 1 / (||W_g|| + eps), or auto (the default)",
     )
     c.add_argument(
         "--bounded",

@@ -96,8 +96,10 @@ class ReweightedGroupPenalty(KernelPenalty):
     norms, ``alpha`` of the groups near zero would grow without bound.
 
     Args:
-        penalty: The single knob, ``lambda`` (>= 0), or ``"auto"``.
-        eps: Keeps ``alpha`` finite for zero groups (> 0), or ``"auto"``.
+        penalty: The single knob, ``lambda`` (>= 0), or ``"auto"`` (the
+            default).
+        eps: Keeps ``alpha`` finite for zero groups (> 0), or ``"auto"``
+            (the default).
         squared: Use squared group norms.
         bounded: Zero ``alpha`` on the groups the target keeps (off by
             default).
@@ -114,8 +116,8 @@ class ReweightedGroupPenalty(KernelPenalty):
 
     def __init__(
         self,
-        penalty: float = 1e-4,
-        eps: float = 1e-3,
+        penalty: float | str = "auto",
+        eps: float | str = "auto",
         squared: bool = False,
         bounded: bool = False,
     ):

@@ -199,10 +199,10 @@ def apply(
     model: keras.Model,
     structure="unstructured",
     target=None,
-    penalty: float = _Default(1e-4),
+    penalty: float | str = _Default("auto"),
     *,
     method: KernelPenalty | str | None = "reweighted",
-    eps: float = _Default(1e-3),
+    eps: float | str = _Default("auto"),
     squared: bool = _Default(False),
     bounded: bool = _Default(False),
     scope: str = "global",
@@ -237,14 +237,18 @@ def apply(
         target: A sparsity in (0, 1), a rate string such as ``"100x"``, or a
             dict from layer name to either (only those layers are pruned). May
             be None for N:M, which fixes its own sparsity.
-        penalty: ``lambda`` of the default reweighted penalty (>= 0).
+        penalty: ``lambda`` of the default reweighted penalty (>= 0), or
+            ``"auto"`` (the default): set from the first training batch's
+            loss by `tf_reweight.callbacks.Reweight`, so training without
+            that callback adds no penalty.
         method: ``"reweighted"`` for the default
             ``ReweightedGroupPenalty(penalty, eps, squared, bounded)``, another
             `KernelPenalty`, or None for no penalty at all (masks only, as
             magnitude pruning needs: nothing is added to the loss).
             ``penalty``, ``eps``, ``squared`` and ``bounded`` configure the
             default penalty only: giving one with another ``method`` raises.
-        eps: Reweighting's ``eps`` (> 0).
+        eps: Reweighting's ``eps`` (> 0), or ``"auto"`` (the default: set
+            per kernel at the first refresh).
         squared: Use squared group norms.
         bounded: Exempt the groups the target keeps from the penalty (off by
             default; see `ReweightedGroupPenalty`).
@@ -268,8 +272,7 @@ def apply(
         `tf_reweight.callbacks`.
 
     Example:
-    >>> pruned = tf_reweight.apply(model, structure="filter", target="16x",
-    ...                            penalty=1e-4)
+    >>> pruned = tf_reweight.apply(model, structure="filter", target="16x")
     >>> pruned.compile("adam", loss, metrics=["accuracy"])
     >>> pruned.fit(x, y, epochs=6, callbacks=[tf_reweight.callbacks.Reweight(),
     ...                                       tf_reweight.callbacks.HardPrune(4)])

@@ -339,7 +339,7 @@ def reweighted_prune(
     model: keras.Model,
     train: tuple[np.ndarray, np.ndarray],
     *,
-    penalty: float = 1e-4,
+    penalty: float | str = "auto",
     reweight_epochs: int | None = None,
     retrain_epochs: int | None = None,
     **kwargs,
@@ -349,7 +349,8 @@ def reweighted_prune(
     Args:
         model: A trained dense Keras model (left unchanged).
         train: ``(x, y)`` training arrays.
-        penalty: ``lambda``.
+        penalty: ``lambda``, or ``"auto"`` (the default; see
+            `tf_reweight.methods.reweighted.auto_penalty`).
         reweight_epochs: Epochs of penalized training (phase 1); None for
             the plan's (8 with the default ``schedule``).
         retrain_epochs: Epochs of masked retraining; None for the plan's.
@@ -361,7 +362,7 @@ def reweighted_prune(
         A `PruneResult`.
 
     Example:
-    >>> result = reweighted_prune(dense, (x, y), target="50x", penalty=1e-4)
+    >>> result = reweighted_prune(dense, (x, y), target="50x")
     """
     return prune(
         model,

@@ -24,7 +24,7 @@ from types import MappingProxyType
 import keras
 
 from tf_reweight.callbacks import ADMMUpdate, Reweight
-from tf_reweight.core.checks import check_bool, check_number
+from tf_reweight.core.checks import check_bool, check_number_or_auto
 from tf_reweight.methods.admm import ADMMPenalty
 from tf_reweight.methods.regularizers import (
     GroupLassoPenalty,
@@ -67,7 +67,8 @@ class Method:
             callbacks, from ``prune``'s ``method_options`` merged over
             `default_options`; it raises a `ValueError` for bad options.
         default_penalty: The penalty value used when ``prune`` gets
-            ``penalty=None``.
+            ``penalty=None``: a number >= 0, or ``"auto"`` where the method's
+            penalty sets itself.
         default_options: The default ``callbacks`` options.
         apply_options: The `tf_reweight.apply` keywords only this method
             understands; they go to ``penalty`` instead of ``apply``.
@@ -81,7 +82,7 @@ class Method:
     name: str
     penalty: Callable[..., KernelPenalty | None]
     callbacks: Callable[..., list[keras.callbacks.Callback]] = no_callbacks
-    default_penalty: float = 0.0
+    default_penalty: float | str = 0.0
     default_options: Mapping = field(default_factory=dict)
     apply_options: tuple[str, ...] = ()
     one_shot: bool = False
@@ -98,7 +99,7 @@ class Method:
                     f"`{attr}` must be a callable factory. Received: "
                     f"{attr}={getattr(self, attr)!r}"
                 )
-        check_number("default_penalty", self.default_penalty, 0.0)
+        check_number_or_auto("default_penalty", self.default_penalty, 0.0)
         if not isinstance(self.default_options, Mapping):
             raise ValueError(
                 "`default_options` must be a dict of callback options. "
@@ -198,7 +199,7 @@ class _Column(Mapping):
 #: The registered method names (a live, read-only view).
 METHODS = _REGISTRY.keys()
 #: Each method's default penalty value (read-only view).
-DEFAULT_PENALTY: Mapping[str, float] = _Column("default_penalty")
+DEFAULT_PENALTY: Mapping[str, float | str] = _Column("default_penalty")
 #: Each method's default phase-1 callback options (read-only view).
 DEFAULT_OPTIONS: Mapping[str, Mapping] = _Column("default_options")
 
@@ -239,7 +240,7 @@ for _method in (
         "reweighted",
         _reweighted,
         _reweight_callbacks,
-        default_penalty=1e-4,
+        default_penalty="auto",
         apply_options=("eps", "squared", "bounded"),
     ),
     Method(
