@@ -13,7 +13,8 @@ goes through the library's public API, one check at a time, each in its own
   with `tf_reweight.Reweight`, finite loss.
 - ``exact``: after `tf_reweight.hard_prune`, `tf_reweight.report` meets the
   expected sparsity (the target, or the structure's own for N:M) within one
-  unit: the largest unit's weights over the pruned kernels' weights.
+  unit: the largest unit's weights (a filter's with the rows it frees) over
+  the pruned kernels' weights.
 - ``strip``: `tf_reweight.strip` gives the pruned model's outputs (atol 1e-5).
 - ``roundtrip``: a `.keras` save and load gives the same outputs (atol 1e-5)
   and the same masks.
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import os
 import subprocess
 import sys
@@ -217,6 +219,11 @@ def _exact(pruned) -> dict:
         for w in wrappers
         for pk in w.pruned_kernels
     )
+    for producer, consumer, repeat in tfr.pruning.couplings(pruned):
+        # A removed filter also frees the rows that read it.
+        own = producer.pruned_kernels[0].layout.canonical
+        rows = consumer.pruned_kernels[0].layout.canonical
+        unit = max(unit, math.prod(own[:3]) + rows[0] * rows[1] * rows[3] * repeat)
     tolerance = unit / weights
     result = {
         "sparsity": rep.sparsity,

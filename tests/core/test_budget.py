@@ -209,3 +209,48 @@ def test_block_projection_keeps_the_weights_the_budget_counted_at_the_edges():
     )
     total = sum(k.size for k in kernels)
     assert abs(kept - 0.25 * total) <= 16
+
+
+def _coupled_kept(kernels, keep, coupling):
+    """NumPy reference: weights kept, rows reading removed filters excluded."""
+    f = structures.get("filter")
+    masks = [f.project(k, n) for k, n in zip(kernels, keep, strict=True)]
+    producer, consumer, repeat = coupling
+    removed = np.flatnonzero(~masks[producer].any(axis=(0, 1, 2)))
+    filters = kernels[producer].shape[3]
+    rows = [c + filters * r for c in removed for r in range(repeat)]
+    masks[consumer][:, :, rows, :] = 0
+    return int(sum(np.count_nonzero(m) for m in masks))
+
+
+@pytest.mark.parametrize("repeat", [1, 4])
+def test_coupled_filters_count_the_rows_they_free(repeat):
+    rng = np.random.default_rng(3)
+    f = structures.get("filter")
+    kernels = [
+        rng.normal(size=(3, 3, 16, 32)),
+        rng.normal(size=(3, 3, 32 * repeat, 16)),
+    ]
+    coupling = (0, 1, repeat)
+    plain = budget.allocate([f, f], kernels, 0.75)
+    keep = budget.allocate([f, f], kernels, 0.75, couplings=[coupling])
+    total = sum(k.size for k in kernels)
+    kept = _coupled_kept(kernels, keep, coupling)
+    # The budget is met on the weights really kept, as closely as a unit allows.
+    assert abs(kept - 0.25 * total) <= kernels[1][:, :, :, 0].size
+    # Without coupling the same budget keeps fewer filters: their rows were
+    # counted as kept although they read nothing.
+    assert sum(keep) > sum(plain)
+    assert _coupled_kept(kernels, plain, coupling) < kept
+
+
+def test_couplings_of_other_structures_or_misfit_rows_are_ignored():
+    rng = np.random.default_rng(4)
+    kernels = [rng.normal(size=(1, 1, 8, 16)), rng.normal(size=(1, 1, 16, 8))]
+    u, f = structures.get("unstructured"), structures.get("filter")
+    assert budget.allocate([u, f], kernels, 0.5, couplings=[(0, 1, 1)]) == (
+        budget.allocate([u, f], kernels, 0.5)
+    )
+    assert budget.allocate([f, f], kernels, 0.5, couplings=[(0, 1, 3)]) == (
+        budget.allocate([f, f], kernels, 0.5)
+    )

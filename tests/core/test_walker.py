@@ -130,6 +130,23 @@ def test_feeders_open_nested_models():
     assert "inner" not in feeding
 
 
+def test_a_subclassed_model_is_walked_through_the_graph_models_it_holds():
+    class Holder(keras.Model):  # like tfr.AdversarialModel
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def call(self, x):
+            return self.inner(x)
+
+    model = _ops_net()
+    holder = Holder(model)
+    assert walker.graph_models(holder) == [model]
+    assert walker.graph_models(model) == [model]
+    assert walker.graph_models(keras.layers.Dense(2)) == []
+    assert list(walker.feeders(holder)) == list(walker.feeders(model))
+
+
 def test_ops_nodes_and_nested_models_are_pruned_not_skipped(tmp_path):
     model = _ops_net()
     x = RNG.normal(size=(4, 8, 8, 3)).astype("float32")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tf_reweight.core.group_structures import top_k
 from tf_reweight.core.structures import Structure
 
 
@@ -136,11 +137,63 @@ def _max_prune_shares(max_prune, structures, sparsity: float) -> list[float]:
     return shares
 
 
+def coupled_rows(filters: int, repeat: int, removed: np.ndarray) -> np.ndarray:
+    """The consumer input rows that read the ``removed`` producer filters.
+
+    Row ``c + r * filters`` reads filter ``c`` (``r < repeat``; see
+    `tf_reweight.core.dependency.Coupling`).
+    """
+    filters_removed = np.flatnonzero(removed)
+    return (filters_removed[:, None] + filters * np.arange(repeat)).reshape(-1)
+
+
+def _valid_couplings(structures, kernels, couplings, pooled) -> list:
+    """The couplings of filter-pruned producers whose consumer's rows fit."""
+    valid = []
+    for p, c, repeat in couplings or ():
+        if p in pooled and c in pooled and structures[p].removes_outputs:
+            if np.shape(kernels[c])[2] == np.shape(kernels[p])[3] * repeat:
+                valid.append((p, c, int(repeat)))
+    return valid
+
+
+def _coupled_cost(kernels, valid, scores: dict) -> None:
+    """Adds each filter's downstream rows to its importance and its cost.
+
+    ``scores[i]`` is ``(energy share, weights)`` per unit; a producer's units
+    gain the share of each consumer's energy their rows hold, and their size.
+    """
+    for p, c, repeat in valid:
+        consumer = np.asarray(kernels[c], np.float64)
+        filters = np.shape(kernels[p])[3]
+        rows = np.square(consumer).sum(axis=(0, 1, 3))
+        per_filter = rows.reshape(repeat, filters).sum(axis=0)
+        share, size = scores[p]
+        total = float(np.sum(rows)) + 1e-30
+        width = consumer.shape[0] * consumer.shape[1] * consumer.shape[3] * repeat
+        scores[p] = (share + per_filter / total, size + width)
+
+
+def _kept_weights(structures, kernels, keep, pooled, valid, unit_scores) -> int:
+    """The weights kept by these keep counts, rows of removed filters excluded."""
+    kept = 0
+    for i in pooled:
+        kept_units = top_k(unit_scores[i], keep[i])
+        kept += int(np.sum(structures[i].unit_sizes(np.shape(kernels[i]))[kept_units]))
+    for p, c, repeat in valid:
+        removed = ~top_k(unit_scores[p], keep[p])
+        rows = coupled_rows(np.shape(kernels[p])[3], repeat, removed)
+        mask = structures[c].project(kernels[c], keep[c])
+        kept -= int(np.count_nonzero(mask[:, :, rows, :]))
+    return kept
+
+
 def allocate(
     structures: Sequence[Structure],
     kernels: Sequence[np.ndarray],
     sparsity: float | Sequence[float],
     max_prune: float | Sequence[float | None] | None = None,
+    couplings: Sequence[tuple[int, int, int]] | None = None,
 ) -> list[int]:
     """Keep counts (in units) for a set of canonical kernels.
 
@@ -159,6 +212,12 @@ def allocate(
       holds a small share of its layer for many weights, so it frees more
       budget for less damage than a filter of a narrow layer.
 
+    With ``couplings``, a filter's cost also counts the rows of later
+    kernels that read it (`tf_reweight.core.dependency`): removing it frees
+    them too, and the hard prune masks them. Its importance adds the share of
+    those kernels' energy the rows hold, and the keep counts meet the budget
+    on the weights that are really kept.
+
     A per-kernel floor keeps the ranking from emptying a layer: no kernel
     loses more than ``max_prune`` of its units (rounded so the share is never
     exceeded; every kernel keeps at least one unit). The units a floor
@@ -176,6 +235,10 @@ def allocate(
             ``DEFAULT_MAX_PRUNE`` for structured kernels, or the target
             sparsity where that is higher (so a default call always meets its
             target), and no floor (1.0) for unstructured kernels.
+        couplings: ``(producer, consumer, repeat)`` kernel indices: input row
+            ``c + r * filters`` of the consumer reads filter ``c`` of the
+            producer. Only filter-pruned producers in the global ranking
+            count.
 
     Returns:
         The number of units each kernel keeps. Kernels whose structure fixes
@@ -221,11 +284,15 @@ def allocate(
         )
     if len(pooled) < 2:
         return keep
-    scores = np.concatenate(
-        [_ranking_scores(structures[i], kernels[i], sizes[i]) for i in pooled]
-    )
+    valid = _valid_couplings(structures, kernels, couplings, set(pooled))
+    ranked = {
+        i: (_ranking_scores(structures[i], kernels[i], sizes[i]) * sizes[i], sizes[i])
+        for i in pooled
+    }
+    _coupled_cost(kernels, valid, ranked)
+    scores = np.concatenate([ranked[i][0] / ranked[i][1] for i in pooled])
     owner = np.concatenate([np.full(units[i], i) for i in pooled])
-    weight = np.concatenate([sizes[i] for i in pooled])
+    weight = np.concatenate([ranked[i][1] for i in pooled])
     # The units each floor protects (at least the kernel's best one) rank
     # first, so they count against the budget instead of being added on top.
     for i in pooled:
@@ -236,6 +303,23 @@ def allocate(
     cumulative = np.cumsum(weight[order])
     protected = int(np.sum(np.isinf(scores)))
     taken = max(int(np.argmin(np.abs(cumulative - budget))) + 1, protected)
+    if valid:
+        unit_scores = {i: structures[i].unit_scores(kernels[i]) for i in pooled}
+
+        def kept(n: int) -> int:
+            counts = np.bincount(owner[order[:n]], minlength=len(structures))
+            trial = [int(counts[i]) if i in units else k for i, k in enumerate(keep)]
+            return _kept_weights(structures, kernels, trial, pooled, valid, unit_scores)
+
+        # Kept weights grow with the units taken: the first count whose kept
+        # weights reach the budget, or the one before it if that is closer.
+        low, high = protected, len(order)
+        while low < high:
+            mid = (low + high) // 2
+            low, high = (mid + 1, high) if kept(mid) < budget else (low, mid)
+        taken = low
+        if taken > protected and budget - kept(taken - 1) < kept(taken) - budget:
+            taken -= 1
     counts = np.bincount(owner[order[:taken]], minlength=len(structures))
     for i in pooled:
         keep[i] = int(counts[i])

@@ -284,12 +284,13 @@ def graph_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
 def feeders(model: keras.Model) -> Iterator[tuple[keras.layers.Layer, keras.Operation]]:
     """Every graph layer with the operation that produces its first input.
 
-    The layers are those of `graph_layers` (nested models opened), each
+    The layers are those of `graph_layers` (nested models opened; a
+    subclassed model is read through the graph models it holds), each
     once, at its first call; the operation is a layer, a `keras.ops`
     operation, a nested model or an `InputLayer`.
     """
     seen = set()
-    stack = [model]
+    stack = graph_models(model)
     while stack:
         model_graph = graph(stack.pop())
         for call in model_graph.calls:
@@ -305,6 +306,18 @@ def feeders(model: keras.Model) -> Iterator[tuple[keras.layers.Layer, keras.Oper
 def is_graph_model(layer) -> bool:
     """Whether ``layer`` is a Functional or Sequential model (it has a graph)."""
     return isinstance(layer, keras.Model) and bool(getattr(layer, "inputs", None))
+
+
+def graph_models(layer: keras.layers.Layer) -> list[keras.Model]:
+    """The outermost Functional or Sequential models in ``layer``.
+
+    ``layer`` itself if it is one; otherwise those among its tracked
+    sublayers, so that a subclassed model holding a Functional one (such as
+    `tf_reweight.AdversarialModel`) is walked through it.
+    """
+    if is_graph_model(layer):
+        return [layer]
+    return [inner for sub in sublayers(layer) for inner in graph_models(sub)]
 
 
 def find_kernels(layer: keras.layers.Layer) -> list[KernelLayout]:

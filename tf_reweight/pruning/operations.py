@@ -10,9 +10,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tf_reweight.core import backend_support, budget, walker
+from tf_reweight.core import backend_support, budget, dependency, walker
 from tf_reweight.core.checks import check_number
 from tf_reweight.core.layouts import kernel_layouts
+from tf_reweight.pruning import importance
 from tf_reweight.pruning.wrapper import PrunedKernel, PruningWrapper
 
 
@@ -44,23 +45,36 @@ def allocate(model: keras.Model) -> list[tuple[PruningWrapper, PrunedKernel, int
     """Keep counts for every pruned kernel at the current sparsity targets.
 
     Wrappers in the ``"global"`` scope are ranked together at their shared
-    current target; the others meet their own.
+    current target, on the views of `tf_reweight.pruning.importance`
+    (BatchNorm folded in); the others meet their own.
 
     Returns:
         ``(wrapper, kernel, keep)`` triples.
     """
+    return [(w, pk, keep) for w, pk, keep, _ in _allocation(model)]
+
+
+def _allocation(model: keras.Model) -> list[tuple]:
+    """`allocate`, with the ranking view each kernel's units are chosen on."""
     backend_support.sync_state(model)  # backend hook: JAX state mid-epoch
     entries = _entries(require_wrappers(model))
+    scales = importance.output_scales(model)
+    views = [importance.ranking_kernel(w, pk, scales) for w, pk in entries]
     keep = [0] * len(entries)
     global_ids = [i for i, (w, _) in enumerate(entries) if w.scope == "global"]
     local_ids = [i for i, (w, _) in enumerate(entries) if w.scope != "global"]
     if global_ids:
         target = float(keras.ops.convert_to_numpy(entries[global_ids[0]][0].sparsity))
+        position = {id(entries[i][0]): n for n, i in enumerate(global_ids)}
         counts = budget.allocate(
             [entries[i][0].structure for i in global_ids],
-            [entries[i][1].canonical() for i in global_ids],
+            [views[i] for i in global_ids],
             target,
             max_prune=[entries[i][0].max_prune for i in global_ids],
+            couplings=[
+                (position[id(p)], position[id(c)], repeat)
+                for p, c, repeat in couplings(model, [entries[i] for i in global_ids])
+            ],
         )
         for i, k in zip(global_ids, counts, strict=True):
             keep[i] = k
@@ -69,7 +83,67 @@ def allocate(model: keras.Model) -> list[tuple[PruningWrapper, PrunedKernel, int
         keep[i] = w.structure.keep_for(
             pk.layout.canonical, float(keras.ops.convert_to_numpy(w.sparsity))
         )
-    return [(w, pk, k) for (w, pk), k in zip(entries, keep, strict=True)]
+    return [
+        (w, pk, k, view) for (w, pk), k, view in zip(entries, keep, views, strict=True)
+    ]
+
+
+def couplings(
+    model: keras.Model,
+    entries: list[tuple[PruningWrapper, PrunedKernel]] | None = None,
+) -> list[tuple[PruningWrapper, PruningWrapper, int]]:
+    """The filter-to-row couplings between wrappers of a model's own graph.
+
+    Args:
+        model: A model with `PruningWrapper` layers.
+        entries: ``(wrapper, kernel)`` pairs that may couple; a wrapper with
+            more than one pruned kernel never does. None: those of every
+            wrapper in the global scope.
+
+    Returns:
+        ``(producer, consumer, repeat)`` triples: input row
+        ``c + r * filters`` of the consumer's kernel reads filter ``c`` of the
+        producer's (see `tf_reweight.core.dependency`).
+    """
+    if entries is None:
+        entries = [e for e in _entries(wrappers(model)) if e[0].scope == "global"]
+    single = {id(w): w for w, _ in entries if len(w.pruned_kernels) == 1}
+
+    def pruning_wrapper(layer):
+        while isinstance(layer, keras.layers.Wrapper):
+            if id(layer) in single:
+                return layer
+            layer = layer.layer
+        return None
+
+    result = []
+    for graph_model in walker.graph_models(model):
+        found = {id(layer): pruning_wrapper(layer) for layer in graph_model.layers}
+        layers = [x for x in graph_model.layers if found[id(x)] is not None]
+        result += [
+            (found[id(c.producer)], found[id(c.consumer)], c.repeat)
+            for c in dependency.couplings(graph_model, layers)
+        ]
+    return result
+
+
+def _mask_coupled_rows(model: keras.Model) -> None:
+    """Masks the kernel rows that read filters pruned away (see `couplings`)."""
+    kernels = {id(w): pk for w, pk in _entries(wrappers(model))}
+    for producer, consumer, repeat in couplings(model):
+        if not producer.structure.removes_outputs:
+            continue
+        mask4 = kernels[id(producer)].layout.to_canonical(
+            keras.ops.convert_to_numpy(kernels[id(producer)].mask)
+        )
+        target = kernels[id(consumer)]
+        rows = budget.coupled_rows(mask4.shape[3], repeat, ~mask4.any(axis=(0, 1, 2)))
+        consumer_mask = target.layout.to_canonical(
+            keras.ops.convert_to_numpy(target.mask)
+        ).copy()
+        if rows.size and consumer_mask.shape[2] == mask4.shape[3] * repeat:
+            consumer_mask[:, :, rows, :] = 0.0
+            target.assign_mask(consumer_mask)
 
 
 def set_sparsity(model: keras.Model, fraction: float) -> None:
@@ -89,9 +163,9 @@ def refresh_penalties(model: keras.Model) -> None:
     bounded mode exempts them. Wrappers that are already hard-pruned are
     left alone.
     """
-    for w, pk, keep in allocate(model):
+    for w, pk, keep, view in _allocation(model):
         if pk.penalty is not None and not w.is_pruned:
-            pk.penalty.refresh(pk.canonical(), w.kept_groups(pk, keep))
+            pk.penalty.refresh(pk.canonical(), w.kept_groups(view, keep))
 
 
 def calibrate_penalties(model: keras.Model, data_loss: float) -> float | None:
@@ -114,13 +188,13 @@ def calibrate_penalties(model: keras.Model, data_loss: float) -> float | None:
     """
     loss = check_number("data_loss", data_loss, 0.0)
     waiting = [
-        (w, pk, keep)
-        for w, pk, keep in allocate(model)
+        (w, pk, keep, view)
+        for w, pk, keep, view in _allocation(model)
         if pk.penalty is not None and pk.penalty.needs_calibration
     ]
-    kept = sum(int(np.count_nonzero(w.kept_groups(pk, k))) for w, pk, k in waiting)
+    kept = sum(int(np.count_nonzero(w.kept_groups(v, k))) for w, _, k, v in waiting)
     value = None
-    for _, pk, _ in waiting:
+    for _, pk, _, _ in waiting:
         value = pk.penalty.calibrate(loss, kept)
     return value
 
@@ -137,6 +211,10 @@ def calibrated_penalty(model: keras.Model) -> float | None:
 def hard_prune(model: keras.Model, final: bool = True) -> None:
     """Projects every pruned kernel onto its current target and masks it.
 
+    The kernel rows that read filters pruned away (through channel-wise
+    layers; see `couplings`) are masked too: the global budget counted them
+    as freed.
+
     Where a BatchNormalization layer reads a layer whose filters were pruned,
     its moving mean of those channels is set to their constant value (see
     `align_batchnorm`), so inference matches training from the prune on.
@@ -147,8 +225,9 @@ def hard_prune(model: keras.Model, final: bool = True) -> None:
             that training continues as masked retraining. Intermediate
             pruning steps of a schedule pass ``False``.
     """
-    for w, pk, keep in allocate(model):
-        pk.assign_mask(w.structure.project(pk.canonical(), keep))
+    for w, pk, keep, view in _allocation(model):
+        pk.assign_mask(w.structure.project(view, keep))
+    _mask_coupled_rows(model)
     align_batchnorm(model)
     if final:
         for w in require_wrappers(model):

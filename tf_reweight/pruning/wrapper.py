@@ -228,9 +228,14 @@ class PruningWrapper(keras.layers.Wrapper):
             values[pk.layout.attr] = value
         return values
 
-    def kept_groups(self, pk: PrunedKernel, keep: int) -> np.ndarray:
-        """Penalty groups kept when ``pk`` keeps ``keep`` units."""
-        return self.structure.group_mask(self.structure.project(pk.canonical(), keep))
+    def kept_groups(self, kernel4: np.ndarray, keep: int) -> np.ndarray:
+        """Penalty groups kept when the canonical ``kernel4`` keeps ``keep`` units.
+
+        ``kernel4`` is the view units are ranked on (see
+        `tf_reweight.pruning.importance`), shaped like the kernel's canonical
+        view.
+        """
+        return self.structure.group_mask(self.structure.project(kernel4, keep))
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,64 @@
+import keras
+import pytest
+
+from tf_reweight.core import dependency
+
+L = keras.layers
+
+
+def _names(model, layers=None):
+    found = dependency.couplings(model, model.layers if layers is None else layers)
+    return [(c.producer.name, c.consumer.name, c.repeat) for c in found]
+
+
+def test_channelwise_layers_and_flatten_carry_filters_to_their_readers():
+    x = keras.Input((10, 10, 3))
+    h = L.Conv2D(8, 3, name="a")(x)
+    h = L.BatchNormalization()(h)
+    h = L.ReLU()(h)
+    h = L.DepthwiseConv2D(3, padding="same")(h)
+    h = L.ZeroPadding2D()(h)
+    h = L.Conv2D(4, 3, name="b")(keras.ops.relu(h))
+    h = L.MaxPooling2D()(h)  # 8x8 -> 4x4
+    h = L.Dropout(0.1)(h)
+    h = L.Dense(6, name="c")(L.Flatten()(h))
+    model = keras.Model(x, L.Dense(2, name="d")(L.Activation("relu")(h)))
+    assert _names(model) == [("a", "b", 1), ("b", "c", 16), ("c", "d", 1)]
+    # Only the layers named couple.
+    assert _names(model, [model.get_layer("a"), model.get_layer("c")]) == []
+
+
+def test_merges_mixing_layers_and_shared_readers_break_the_coupling():
+    x = keras.Input((8, 8, 4))
+    a = L.Conv2D(4, 1, name="a")(x)
+    added = L.Add()([a, x])
+    b = L.Conv2D(4, 1, name="b")(added)  # reads a through a residual add
+    n = L.LayerNormalization()(b)
+    c = L.Conv2D(4, 1, name="c")(n)  # LayerNormalization mixes channels
+    shared = L.Conv2D(4, 1, name="shared")
+    s1, s2 = shared(c), shared(x)  # a reader called twice
+    cat = L.Concatenate()([s1, s2])
+    d = L.Conv2D(2, 1, name="d")(cat)
+    model = keras.Model(x, [d, L.Conv2D(2, 1, name="e")(s1)])
+    assert _names(model) == []
+
+
+def test_wrappers_are_looked_through():
+    inner = L.Dense(5, name="inner")
+    x = keras.Input((3,))
+    a = L.Dense(4, name="a")(x)
+    wrapped = L.TimeDistributed(inner, name="wrapped")  # a keras Wrapper
+    y = wrapped(L.Reshape((1, 4))(a))
+    model = keras.Model(x, y)
+    # TimeDistributed's inner Dense is a reader, but Reshape is not followed.
+    assert _names(model) == []
+    x = keras.Input((3,))
+    model = keras.Model(x, L.Dense(2, name="b")(L.Dense(4, name="a")(x)))
+    assert _names(model) == [("a", "b", 1)]
+
+
+@pytest.mark.parametrize("layer", [L.Conv2D(4, 1, groups=2), L.SeparableConv2D(4, 1)])
+def test_grouped_and_separable_convolutions_do_not_couple(layer):
+    x = keras.Input((6, 6, 4))
+    model = keras.Model(x, layer(L.Conv2D(4, 1, name="a")(x)))
+    assert _names(model) == []

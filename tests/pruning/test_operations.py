@@ -1,0 +1,56 @@
+import keras
+import numpy as np
+
+import tf_reweight as tfr
+from tf_reweight.pruning import operations
+
+L = keras.layers
+
+
+def _convnet():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((12, 12, 3))
+    h = L.Conv2D(16, 3, name="c1")(x)
+    h = L.ReLU()(L.BatchNormalization()(h))
+    h = L.Conv2D(32, 3, name="c2")(h)
+    h = L.Flatten()(L.MaxPooling2D()(h))
+    h = L.Dense(24, name="d1")(h)
+    return keras.Model(x, L.Dense(10, name="out")(h))
+
+
+def _canonical(pk):
+    return pk.layout.to_canonical(keras.ops.convert_to_numpy(pk.mask))
+
+
+def test_hard_prune_masks_the_rows_that_read_removed_filters():
+    pruned = tfr.apply(_convnet(), "filter", 0.75, layers=["c1", "c2", "d1"])
+    entries = [(w, pk) for w in operations.wrappers(pruned) for pk in w.pruned_kernels]
+    found = operations.couplings(pruned, entries)
+    assert [(p.name, c.name, r) for p, c, r in found] == [
+        ("c1", "c2", 1),
+        ("c2", "d1", 16),
+    ]
+    operations.hard_prune(pruned)
+    masks = {
+        w.name: _canonical(w.pruned_kernels[0]) for w in operations.wrappers(pruned)
+    }
+    for producer, consumer, repeat in (("c1", "c2", 1), ("c2", "d1", 16)):
+        removed = ~masks[producer].any(axis=(0, 1, 2))
+        rows = masks[consumer].any(axis=(0, 1, 3)).reshape(repeat, -1)
+        # A row is kept only if the filter it reads is.
+        assert not rows[:, removed].any()
+    assert removed.any()  # c2 lost filters, so d1 lost their rows
+    # The target is met on the weights really kept, to within one unit.
+    total = sum(m.size for m in masks.values())
+    kept = sum(int(np.count_nonzero(m)) for m in masks.values())
+    assert abs(kept - 0.25 * total) <= 512  # one filter of d1 (512 rows)
+    assert tfr.report(pruned).sparsity > 0.74
+
+
+def test_layer_scope_does_not_couple():
+    pruned = tfr.apply(
+        _convnet(), "filter", 0.75, scope="layer", layers=["c1", "c2", "d1"]
+    )
+    operations.hard_prune(pruned)
+    mask = _canonical(pruned.get_layer("d1").pruned_kernels[0])
+    assert mask.any(axis=(0, 1, 3)).all()  # every row of d1 kept

@@ -1,0 +1,99 @@
+"""What the budget ranks: each kernel as the model uses it at inference.
+
+A kernel that feeds a BatchNormalization layer has no scale of its own: BN
+divides it out, so its raw magnitudes say nothing about how much its weights
+matter, and a global magnitude ranking across layers can empty a stem or a
+depthwise kernel while a Dense layer keeps its noise. The budget therefore
+ranks the kernels *folded* with what follows them, per output channel:
+
+- a kernel read by a BatchNormalization layer is scaled by
+  ``|gamma| / sqrt(moving_variance + epsilon)``, the factor BN multiplies
+  that channel by at inference (folding BN into the kernel);
+- the two kernels of a SeparableConv2D act only through each other, and the
+  split of scale between them is free: a depthwise weight is scaled by the
+  norm of the (folded) pointwise row it feeds, a pointwise weight by the
+  norm of the depthwise channel it reads (and by the BN factor).
+
+Other kernels rank as they are. The masks are chosen on these views (so the
+budget and the hard prune agree); the penalties and the weights themselves
+are never rescaled.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from tf_reweight.core import walker
+from tf_reweight.core.layouts import kernel_layouts
+from tf_reweight.pruning.wrapper import PrunedKernel, PruningWrapper
+
+
+def _batchnorm_scale(layer: keras.layers.BatchNormalization) -> np.ndarray:
+    variance = keras.ops.convert_to_numpy(layer.moving_variance).astype(np.float64)
+    scale = 1.0 / np.sqrt(variance + layer.epsilon)
+    if layer.scale:
+        scale = scale * np.abs(keras.ops.convert_to_numpy(layer.gamma))
+    return scale
+
+
+def output_scales(model: keras.Model) -> dict[int, np.ndarray]:
+    """Per output channel, the BatchNorm factor of each wrapper BN reads.
+
+    Returns:
+        A dict from ``id(wrapper)`` to a positive vector, for the wrappers
+        whose output a channels-last BatchNormalization layer reads directly.
+    """
+    scales = {}
+    for layer, source in walker.feeders(model):
+        if (
+            isinstance(layer, keras.layers.BatchNormalization)
+            and isinstance(source, PruningWrapper)
+            and layer.built
+            and layer.axis in (-1, len(layer.input.shape) - 1)
+        ):
+            scales[id(source)] = _batchnorm_scale(layer)
+    return scales
+
+
+def _canonical(wrapper: PruningWrapper, layout) -> np.ndarray:
+    """A kernel's canonical view, masked where it is pruned."""
+    for pk in wrapper.pruned_kernels:
+        if pk.layout.attr == layout.attr:
+            return pk.canonical()
+    raw = keras.ops.convert_to_numpy(getattr(wrapper.layer, layout.attr))
+    return layout.to_canonical(raw)
+
+
+def ranking_kernel(
+    wrapper: PruningWrapper, pk: PrunedKernel, scales: dict[int, np.ndarray]
+) -> np.ndarray:
+    """The canonical view of ``pk`` that the budget ranks (see the module).
+
+    Args:
+        wrapper: The wrapper that owns ``pk``.
+        pk: One of its pruned kernels.
+        scales: `output_scales` of the model.
+
+    Returns:
+        A float array shaped like ``pk.canonical()``.
+    """
+    kernel = pk.canonical()
+    layouts = kernel_layouts(wrapper.layer)
+    if not layouts:
+        return kernel
+    scale = scales.get(id(wrapper))
+    if scale is None or scale.size != layouts[-1].canonical[3]:
+        scale = np.ones(layouts[-1].canonical[3])
+    if not isinstance(wrapper.layer, keras.layers.SeparableConv2D):
+        if pk.layout.attr != layouts[-1].attr:
+            return kernel
+        return kernel * scale.astype(kernel.dtype)
+    # Effective kernel: depthwise[k, c] * pointwise[c, o] * scale[o].
+    depthwise = _canonical(wrapper, layouts[0])
+    pointwise = _canonical(wrapper, layouts[1])[0, 0] * scale
+    if pk.layout.attr == layouts[0].attr:
+        rows = np.linalg.norm(pointwise, axis=1)
+        return kernel * rows.astype(kernel.dtype)
+    taps = np.linalg.norm(depthwise.reshape(-1, depthwise.shape[3]), axis=0)
+    return kernel * (taps[:, None] * scale).astype(kernel.dtype)
