@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from tf_reweight.core import walker
+from tf_reweight.core.dependency import MIXING_ACTIVATIONS, UNARY_OPS
 
 L = keras.layers
 READERS = (L.Conv1D, L.Conv2D, L.SeparableConv2D, L.Dense)
@@ -62,11 +63,8 @@ _WEIGHTED = (L.BatchNormalization, L.Rescaling, L.Normalization)
 _POINTWISE = (*_WEIGHTED, L.Activation, L.ReLU, L.LeakyReLU, L.ELU)
 _MERGES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
 _MIXING = (L.Softmax, L.LayerNormalization, L.GroupNormalization)
-_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
 _BINARY_OPS = ("Add", "Subtract", "Multiply", "Divide", "TrueDivide")
 _BINARY_OPS += ("Maximum", "Minimum")
-_UNARY_OPS = ("Relu", "Relu6", "Sigmoid", "HardSigmoid", "Silu", "HardSilu")
-_UNARY_OPS += ("Tanh", "Gelu", "Elu", "Selu", "Softplus", "LeakyRelu", "Negative")
 _HINT = (
     "Leave the filters that feed it dense (do not prune them), or build the "
     "model from layers `shrink` follows"
@@ -259,14 +257,14 @@ class Analysis:
                 return "other", "it is not a Keras operation"
             if any(np.ndim(c) != 0 for c in node.constants):
                 return "other", "it has non-scalar constant arguments"
-            if name in _UNARY_OPS or (name in _BINARY_OPS and len(inputs) == 1):
+            if name in UNARY_OPS or (name in _BINARY_OPS and len(inputs) == 1):
                 return "pointwise", None
             if name in _BINARY_OPS:
                 return self._merge_kind(node)
             return "other", "this operation is not followed"
         if isinstance(op, _MIXING) or (
             isinstance(op, L.Activation)
-            and getattr(op.activation, "__name__", "") in _MIXING_ACTIVATIONS
+            and getattr(op.activation, "__name__", "") in MIXING_ACTIVATIONS
         ):
             return "mixing", None
         followed = (*READERS, L.DepthwiseConv2D, *_SPATIAL, *_PADS, *_POINTWISE)

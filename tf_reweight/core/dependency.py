@@ -60,7 +60,7 @@ CHANNELWISE = (
 # keras.ops operations of one tensor that act elementwise.
 UNARY_OPS = ("Relu", "Relu6", "Sigmoid", "HardSigmoid", "Silu", "HardSilu")
 UNARY_OPS += ("Tanh", "Gelu", "Elu", "Selu", "Softplus", "LeakyRelu", "Negative")
-_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
+MIXING_ACTIVATIONS = ("softmax", "log_softmax")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -119,7 +119,7 @@ def _channelwise(call: walker.Call) -> bool:
     ):
         return False
     activation = getattr(op, "activation", None)
-    return getattr(activation, "__name__", "") not in _MIXING_ACTIVATIONS
+    return getattr(activation, "__name__", "") not in MIXING_ACTIVATIONS
 
 
 def _flattens(call: walker.Call) -> bool:
