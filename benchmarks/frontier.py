@@ -328,7 +328,7 @@ class Job:
     structure: str
     target_rate: float
     penalty: float | None
-    eps: float | None = None  # reweighting's eps; None: the library default
+    eps: float | None = None  # reweighting's eps; None: 1e-3 (see Bench._eps)
 
     def key_fields(self, epochs: int) -> dict:
         """The `KEY_FIELDS` of the job's record, run for ``epochs`` in all."""
@@ -497,7 +497,7 @@ class Bench:
             lr=a.lr,
             verbose=a.verbose,
             method_options=options,
-            **({} if job.eps is None else {"eps": job.eps}),
+            **self._eps(job),
             **self.suite.skips(job.structure),
         )
         rep = sparsity.report(result.model).to_dict()
@@ -520,6 +520,14 @@ class Bench:
             out["accuracy"] = float(result.model.evaluate(*self.test, verbose=0)[1])
             out["recalibrate_bn"] = size
         return out
+
+    @staticmethod
+    def _eps(job: Job) -> dict:
+        """Reweighting's eps: the job's, else 1e-3 (what records with eps
+        None ran with, the library default until ``eps="auto"`` became it)."""
+        if job.method != "reweighted":
+            return {}
+        return {"eps": 1e-3 if job.eps is None else job.eps}
 
     def _tfmot_data(self) -> Path:
         path = self.cache / f"{self.suite.dataset}_{self.stem}.npz"

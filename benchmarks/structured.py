@@ -10,7 +10,8 @@ cached (``--cache-dir``, default ``runs/structured``); every pruned run starts
 from it with the same epochs ``--epochs P R``: ``P`` epochs of reweighted
 training (`tf_reweight.Reweight`) and ``R`` of masked retraining after the
 hard prune (`tf_reweight.HardPrune`), the same Adam rate and batch size,
-and the same reweighting ``--penalty`` (default 1e-5). The dense cache
+and the same reweighting ``--penalty`` (default 1e-5) and ``--eps``
+(default 1e-3; records without an ``eps`` field ran with 1e-3). The dense cache
 is keyed by every setting that shapes the dense weights (images, epochs,
 rate, batch size, seed), so a cache of other settings is never reused.
 
@@ -69,6 +70,7 @@ KEY_FIELDS = (
     "target",
     "max_prune",
     "penalty",
+    "eps",
     "epochs",
     "dense_epochs",
     "train_images",
@@ -187,6 +189,7 @@ def pruned_run(args, dataset, data, dense, structure, max_prune) -> dict:
         structure=structure,
         target=args.target,
         penalty=args.penalty,
+        eps=args.eps,
         skip_last=True,
         **floor,
     )
@@ -242,6 +245,12 @@ def _parser() -> argparse.ArgumentParser:
         "override, no floor for single weights)",
     )
     p.add_argument("--penalty", type=records.number_or_auto, default=1e-5)
+    p.add_argument(
+        "--eps",
+        type=records.number_or_auto,
+        default=1e-3,
+        help="reweighting eps, or auto (records without one ran with 1e-3)",
+    )
     p.add_argument("--epochs", type=int, nargs=2, default=(3, 3), metavar=("P", "R"))
     p.add_argument("--dense-epochs", type=int, default=12)
     p.add_argument("--train-limit", type=int, default=10_000)
@@ -297,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         base = {
             "dataset": dataset,
             "penalty": args.penalty,
+            "eps": args.eps,
             "epochs": list(args.epochs),
             "dense_epochs": args.dense_epochs,
             "train_images": len(data[0][1]),
