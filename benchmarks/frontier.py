@@ -38,8 +38,19 @@ reweighting and ADMM, and a sweep of reweighting's ``lambda`` at
 ``--sweep-rate``. Records are appended one by one to
 ``benchmarks/results/frontier.json`` (``frontier_quick.json`` with
 ``--quick``); a record whose key (method, structure, target rate, penalty,
-epochs) is already there is skipped, so an interrupted run resumes.
-Records also hold the numbers of training and test images used.
+epochs, eps, seed, schedule) is already there is skipped, so an interrupted
+run resumes. Records also hold the numbers of training and test images used.
+
+``--seed N`` repeats a run with another seed (records without a ``seed``
+ran with 0), and ``--schedule NAME`` trains the tf_reweight methods with a
+named plan of `tf_reweight.PLANS` (refresh milestones with learning-rate
+restarts, progressive stages; ``--epochs`` still sets the budget; records
+without a ``schedule`` ran with ``"default"``). TFMOT keeps its two-phase
+cosine. For example, the long-schedule point at 630x, two seeds:
+
+    python benchmarks/frontier.py --methods reweighted --rates 630 \
+        --structures "" --sweep "" --penalty auto --eps auto \
+        --schedule paper --epochs 30 30 --seed 1
 
 The CIFAR-10 suite (``--suite cifar10``): ResNet-20 (`tfr.models.resnet20`)
 pruned by whole filters at 2, 4, 8 and 16x with reweighting and ADMM, and
@@ -258,6 +269,12 @@ def _parser(suite: str = "mnist") -> argparse.ArgumentParser:
         metavar=("PHASE1", "RETRAIN"),
         help="penalized (or ramp) epochs, then masked retraining epochs",
     )
+    p.add_argument(
+        "--schedule",
+        default="default",
+        help="the plan (tf_reweight.PLANS: refresh milestones, learning rate, "
+        "progressive stages) of the tf_reweight methods; TFMOT keeps its own",
+    )
     p.add_argument("--dense-epochs", type=int, default=5)
     p.add_argument(
         "--penalty",
@@ -317,6 +334,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         for name, value in SUITES[suite].quick:
             if getattr(args, name) == parser.get_default(name):
                 setattr(args, name, value)
+    import tf_reweight as tfr
+
+    try:
+        tfr.get_plan(args.schedule)
+    except ValueError as error:  # before any training: one clear line, exit 2
+        parser.error(str(error))
     return args
 
 
@@ -344,6 +367,7 @@ class Job:
 
 # The fields that identify a record: a run skips the jobs already stored.
 KEY_FIELDS = ("method", "structure", "target_rate", "penalty", "epochs", "eps")
+KEY_FIELDS += ("seed", "schedule")  # absent: seed 0, the default schedule
 # Fields of `Bench.run`'s result that only some jobs have.
 OPTIONAL_FIELDS = ("method_options", "recalibrate_bn", "accuracy_before_recalibration")
 
@@ -493,6 +517,7 @@ class Bench:
             penalty=job.penalty,
             phase1_epochs=a.epochs[0],
             retrain_epochs=a.epochs[1],
+            schedule=a.schedule,
             batch_size=a.batch_size,
             lr=a.lr,
             verbose=a.verbose,
@@ -606,11 +631,20 @@ class Bench:
         return json.loads(lines[-1])
 
 
+def _schedule(args, job: Job) -> dict:
+    """The record's ``schedule`` field: the plan of a tf_reweight method
+    other than the default (the TFMOT baselines keep their own schedule)."""
+    if args.schedule == "default" or job.method.startswith("tfmot"):
+        return {}
+    return {"schedule": args.schedule}
+
+
 def measure(args, results: Path, command: str) -> int:
     """Runs every job not yet in ``results``; returns the number of failures."""
     todo = jobs(args)
     epochs = sum(args.epochs)
     bench = Bench(args)
+    seed = {} if args.seed == 0 else {"seed": args.seed}
     common = {
         "model": bench.suite.model,
         "dataset": bench.suite.dataset,
@@ -619,9 +653,10 @@ def measure(args, results: Path, command: str) -> int:
     sizes = {"train_images": len(bench.train[0]), "test_images": len(bench.test[0])}
     store = records.Store(results, KEY_FIELDS)
     dense = {"method": "dense", "structure": "dense", "target_rate": 1.0}
-    if not store.has({**dense, "epochs": args.dense_epochs}):
+    if not store.has({**dense, "epochs": args.dense_epochs, **seed}):
         record = {
             **dense,
+            **seed,
             **common,
             "rate": 1.0,
             "accuracy": bench.dense_info["accuracy"],
@@ -639,7 +674,8 @@ def measure(args, results: Path, command: str) -> int:
         label = f"[{i}/{len(todo)}] {job.method} {job.structure} {job.target_rate:g}x"
         if job.penalty is not None:
             label += f" penalty={records.label(job.penalty)}"
-        if store.has(job.key_fields(epochs)):
+        variant = {**seed, **_schedule(args, job)}
+        if store.has({**job.key_fields(epochs), **variant}):
             print(f"{label}: already measured, skipped", flush=True)
             continue
         print(f"{label}: running", flush=True)
@@ -663,6 +699,7 @@ def measure(args, results: Path, command: str) -> int:
             "weights": out["weights"],
             **({} if job.penalty is None else {"penalty": job.penalty}),
             **({} if job.eps is None else {"eps": job.eps}),
+            **variant,
             **{k: out[k] for k in OPTIONAL_FIELDS if k in out},
             **sizes,
             "versions": out.get("versions") or records.tf_versions(),
@@ -676,7 +713,8 @@ def measure(args, results: Path, command: str) -> int:
 def lines(stored: list[dict], mains: dict) -> tuple[dict, list, list]:
     """Splits records into frontier lines, single sweep points and dense rows.
 
-    A line is one method, structure and configuration (penalty, eps) measured
+    A line is one method, structure and configuration (penalty, eps,
+    schedule; seeds share a line) measured
     at several rates; its label names the configuration unless it is the
     method's main one (``mains``, from `main_configs`). A lone unstructured
     record off the main configuration is a sweep point.
@@ -690,12 +728,12 @@ def lines(stored: list[dict], mains: dict) -> tuple[dict, list, list]:
         if r["method"] == "dense":
             dense.append(r)
             continue
-        config = (r.get("penalty"), r.get("eps"))
+        config = (r.get("penalty"), r.get("eps"), r.get("schedule"))
         groups.setdefault((r["method"], r["structure"], config), []).append(r)
     found, sweep = {}, []
-    for (method, structure, (penalty, eps)), rows in groups.items():
+    for (method, structure, (penalty, eps, schedule)), rows in groups.items():
         main = mains.get((method, structure != "unstructured"), (None, None))
-        main = penalty in (None, main[0]) and eps == main[1]
+        main = penalty in (None, main[0]) and eps == main[1] and schedule is None
         if not main and len(rows) == 1 and structure == "unstructured":
             sweep.extend(rows)
             continue
@@ -703,6 +741,7 @@ def lines(stored: list[dict], mains: dict) -> tuple[dict, list, list]:
         if not main:
             label += f" λ={records.label(penalty)}"
             label += "" if eps is None else f" eps={records.label(eps)}"
+            label += "" if schedule is None else f" {schedule} schedule"
         found[label] = sorted(rows, key=lambda r: r["rate"])
     return found, sweep, dense
 

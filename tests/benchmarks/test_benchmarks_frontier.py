@@ -243,3 +243,41 @@ def test_eps_applies_to_reweighting_only(frontier):
     args = frontier.parse_args(["--rates=50", "--structures=", "--eps=1e-2"])
     found = {j.method: j.eps for j in frontier.jobs(args) if j.target_rate == 50}
     assert found == dict.fromkeys(frontier.METHODS, None) | {"reweighted": 1e-2}
+
+
+def test_seed_and_schedule_are_keys_absent_at_their_defaults(frontier, tmp_path):
+    job = frontier.Job("reweighted", "unstructured", 630.0, "auto", "auto")
+    default = frontier.parse_args([])
+    paper = frontier.parse_args(["--schedule=paper", "--seed=1"])
+    assert frontier._schedule(default, job) == {}
+    assert frontier._schedule(paper, job) == {"schedule": "paper"}
+    tfmot = frontier.Job("tfmot_global", "unstructured", 630.0, None)
+    assert frontier._schedule(paper, tfmot) == {}  # TFMOT keeps its own
+    store = record_store.Store(tmp_path / "frontier.json", frontier.KEY_FIELDS)
+    store.add({**job.key_fields(8), "accuracy": 0.99})  # an old record: seed 0
+    assert store.has(job.key_fields(8))
+    assert not store.has({**job.key_fields(8), "seed": 1})
+    assert not store.has({**job.key_fields(8), "schedule": "paper"})
+    with pytest.raises(SystemExit) as exit_info:
+        frontier.parse_args(["--schedule=nope"])
+    assert exit_info.value.code == 2
+
+
+def test_a_schedule_gets_its_own_line(frontier):
+    mains = frontier.main_configs(frontier.parse_args(["--penalty=auto"]))
+    rows = [
+        {
+            "method": "reweighted",
+            "structure": "unstructured",
+            "rate": r,
+            "accuracy": 0.99,
+            "penalty": "auto",
+            **extra,
+        }
+        for r in (200, 630)
+        for extra in ({}, {"schedule": "paper"}, {"schedule": "paper", "seed": 1})
+    ]
+    series, sweep, _ = frontier.lines(rows, mains)
+    assert set(series) == {"reweighted", "reweighted λ=auto paper schedule"}
+    assert len(series["reweighted λ=auto paper schedule"]) == 4  # seeds share it
+    assert sweep == []
