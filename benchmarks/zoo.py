@@ -221,8 +221,7 @@ def _exact(pruned) -> dict:
     )
     for producer, consumer, repeat in tfr.pruning.couplings(pruned):
         # A removed filter also frees the rows that read it.
-        own = producer.pruned_kernels[0].layout.canonical
-        rows = consumer.pruned_kernels[0].layout.canonical
+        own, rows = producer.layout.canonical, consumer.layout.canonical
         unit = max(unit, math.prod(own[:3]) + rows[0] * rows[1] * rows[3] * repeat)
     tolerance = unit / weights
     result = {

@@ -57,8 +57,23 @@ def test_wrappers_are_looked_through():
     assert _names(model) == [("a", "b", 1)]
 
 
-@pytest.mark.parametrize("layer", [L.Conv2D(4, 1, groups=2), L.SeparableConv2D(4, 1)])
-def test_grouped_and_separable_convolutions_do_not_couple(layer):
+@pytest.mark.parametrize(
+    "layer", [L.Conv2D(4, 1, groups=2), L.SeparableConv2D(4, 1, depth_multiplier=2)]
+)
+def test_grouped_and_multiplier_convolutions_do_not_couple(layer):
     x = keras.Input((6, 6, 4))
     model = keras.Model(x, layer(L.Conv2D(4, 1, name="a")(x)))
     assert _names(model) == []
+
+
+def test_a_merge_of_one_producers_channels_keeps_its_source():
+    x = keras.Input((8, 8, 3))
+    a = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, padding="same", name="a")(x)))
+    block = L.ReLU()(L.DepthwiseConv2D(3, padding="same")(a))
+    summed = L.Add()([a, block])  # every channel c still reads filter c of a
+    b = L.Conv2D(4, 1, name="b")(summed * 2.0)  # a keras.ops node with a constant
+    model = keras.Model(x, L.Conv2D(2, 1, name="c")(L.Add()([b, L.Conv2D(4, 1)(x)])))
+    # The second Add sums two producers: not followed.
+    assert _names(
+        model, [model.get_layer("a"), model.get_layer("b"), model.get_layer("c")]
+    ) == [("a", "b", 1)]

@@ -26,9 +26,10 @@ def test_hard_prune_masks_the_rows_that_read_removed_filters():
     pruned = tfr.apply(_convnet(), "filter", 0.75, layers=["c1", "c2", "d1"])
     entries = [(w, pk) for w in operations.wrappers(pruned) for pk in w.pruned_kernels]
     found = operations.couplings(pruned, entries)
-    assert [(p.name, c.name, r) for p, c, r in found] == [
-        ("c1", "c2", 1),
-        ("c2", "d1", 16),
+    kernel = {w.name: w.pruned_kernels[0] for w, _ in entries}
+    assert found == [
+        (kernel["c1"], kernel["c2"], 1),
+        (kernel["c2"], kernel["d1"], 16),
     ]
     operations.hard_prune(pruned)
     masks = {
@@ -54,3 +55,26 @@ def test_layer_scope_does_not_couple():
     operations.hard_prune(pruned)
     mask = _canonical(pruned.get_layer("d1").pruned_kernels[0])
     assert mask.any(axis=(0, 1, 3)).all()  # every row of d1 kept
+
+
+def test_separable_convolutions_couple_through_their_pointwise_kernels():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8, 8, 3))
+    h = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, name="stem")(x)))
+    h = L.SeparableConv2D(32, 3, name="sep")(
+        L.Add()([h, L.DepthwiseConv2D(3, padding="same")(h)])
+    )
+    h = L.Conv2D(8, 1, name="head")(L.ReLU()(h))
+    model = keras.Model(x, L.Dense(3, name="out")(L.GlobalAveragePooling2D()(h)))
+    pruned = tfr.apply(model, "filter", 0.6, layers=["stem", "sep", "head"])
+    sep = pruned.get_layer("sep")
+    pointwise = [
+        pk for pk in sep.pruned_kernels if pk.layout.attr == "pointwise_kernel"
+    ][0]
+    stem, head = (pruned.get_layer(n).pruned_kernels[0] for n in ("stem", "head"))
+    # stem + depthwise(stem) reads stem's filters only: the Add is followed.
+    assert operations.couplings(pruned) == [(stem, pointwise, 1), (pointwise, head, 1)]
+    operations.hard_prune(pruned)
+    removed = ~_canonical(stem).any(axis=(0, 1, 2))
+    assert removed.any()
+    assert not _canonical(pointwise).any(axis=(0, 1, 3))[removed].any()

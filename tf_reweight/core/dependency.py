@@ -9,10 +9,12 @@ module finds those couplings in a model's graph, so that a filter's cost in
 a global budget counts the weights it frees downstream
 (`tf_reweight.core.budget.allocate`) and the hard prune masks them too.
 
-A coupling is claimed only where it is certain: a channel that reaches a
-reader through a merge (a residual Add, Concatenate, Multiply), a layer that
-mixes channels, a nested model or any other layer is not followed, and a
-reader called more than once (a shared layer) is left out. The rules follow
+A coupling is claimed only where it is certain. An elementwise merge (Add,
+Multiply, ...) is followed only when all its inputs read the same producer
+(``x + depthwise(x)``); a residual sum of two producers' branches, a
+Concatenate, a layer that mixes channels, a nested model or any other layer
+is not followed, and a reader called more than once (a shared layer) is left
+out. The rules follow
 the channel graph `tflite_export.shrink` removes channels with.
 """
 
@@ -21,11 +23,12 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 
 from tf_reweight.core import walker
 
 L = keras.layers
-READERS = (L.Conv1D, L.Conv2D, L.Dense)
+READERS = (L.Conv1D, L.Conv2D, L.SeparableConv2D, L.Dense)
 # Layers whose output channel c depends on input channel c only.
 CHANNELWISE = (
     L.BatchNormalization,
@@ -57,6 +60,8 @@ CHANNELWISE = (
     L.UpSampling2D,
     L.Identity,
 )
+MERGES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
+BINARY_OPS = ("Add", "Subtract", "Multiply", "Maximum", "Minimum")
 # keras.ops operations of one tensor that act elementwise.
 UNARY_OPS = ("Relu", "Relu6", "Sigmoid", "HardSigmoid", "Silu", "HardSilu")
 UNARY_OPS += ("Tanh", "Gelu", "Elu", "Selu", "Softplus", "LeakyRelu", "Negative")
@@ -93,6 +98,7 @@ def _is_reader(layer) -> bool:
     return (
         type(layer) in READERS
         and getattr(layer, "groups", 1) == 1
+        and getattr(layer, "depth_multiplier", 1) == 1
         and getattr(layer, "data_format", "channels_last") == "channels_last"
     )
 
@@ -103,8 +109,11 @@ def _channelwise(call: walker.Call) -> bool:
     if len(call.inputs) != 1 or len(call.outputs) != 1:
         return False
     if not isinstance(op, L.Layer):
-        return type(op).__name__ in UNARY_OPS and type(op).__module__.startswith(
-            "keras"
+        name = type(op).__name__
+        scalar = all(np.ndim(c) == 0 for c in call.constants)
+        return type(op).__module__.startswith("keras") and (
+            name in UNARY_OPS
+            or (name in BINARY_OPS + ("Divide", "TrueDivide") and scalar)
         )
     if type(op) not in CHANNELWISE:
         return False
@@ -122,6 +131,30 @@ def _channelwise(call: walker.Call) -> bool:
     return getattr(activation, "__name__", "") not in MIXING_ACTIVATIONS
 
 
+def _merge_source(call: walker.Call, source: dict):
+    """The source of an elementwise merge whose inputs all read one producer.
+
+    ``x + f(x)`` with ``f`` channel-wise (a depthwise block on its own
+    input): every input channel ``c`` reads filter ``c`` of the same
+    producer, so the sum's does too. Inputs from different producers (a
+    residual sum of two branches) have no single source.
+    """
+    op = _inner(call.op)
+    merges = isinstance(op, MERGES) or (
+        not isinstance(op, L.Layer) and type(op).__name__ in BINARY_OPS
+    )
+    if not merges or len(call.inputs) < 2 or len(call.outputs) != 1:
+        return None
+    found = {
+        (id(source[id(t)][0]), source[id(t)][1]) if id(t) in source else None
+        for t in call.inputs
+    }
+    shapes = {t.shape[-1] if t.shape else None for t in call.inputs}
+    if len(found) != 1 or None in found or len(shapes) != 1:
+        return None
+    return source[id(call.inputs[0])]
+
+
 def _flattens(call: walker.Call) -> bool:
     op = _inner(call.op)
     return type(op) is L.Flatten and op.data_format == "channels_last"
@@ -134,8 +167,10 @@ def couplings(model: keras.Model, layers) -> list[Coupling]:
         model: A built Sequential or Functional model (wrapped layers are
             looked through: a `keras.layers.Wrapper` counts as its layer).
         layers: The layers (as called in the graph) that may be producers
-            or consumers: Conv1D, Conv2D or Dense layers (or wrappers of
-            one) with ``groups=1`` and channels last. Others are ignored.
+            or consumers: Conv1D, Conv2D, SeparableConv2D (its pointwise
+            kernel's filters and rows) or Dense layers, or wrappers of one,
+            with ``groups=1``, ``depth_multiplier=1`` and channels last.
+            Others are ignored.
 
     Returns:
         One `Coupling` per consumer that reads, through channel-wise layers
@@ -166,6 +201,8 @@ def couplings(model: keras.Model, layers) -> list[Coupling]:
                 source[id(call.outputs[0])] = (call.op, 1)
         elif upstream is not None and _channelwise(call):
             source[id(call.outputs[0])] = upstream
+        elif (merged := _merge_source(call, source)) is not None:
+            source[id(call.outputs[0])] = merged
         elif upstream is not None and _flattens(call):
             before, after = call.inputs[0].shape, call.outputs[0].shape
             if before[-1] and after[-1] and after[-1] % before[-1] == 0:

@@ -65,7 +65,7 @@ def _allocation(model: keras.Model) -> list[tuple]:
     local_ids = [i for i, (w, _) in enumerate(entries) if w.scope != "global"]
     if global_ids:
         target = float(keras.ops.convert_to_numpy(entries[global_ids[0]][0].sparsity))
-        position = {id(entries[i][0]): n for n, i in enumerate(global_ids)}
+        position = {id(entries[i][1]): n for n, i in enumerate(global_ids)}
         counts = budget.allocate(
             [entries[i][0].structure for i in global_ids],
             [views[i] for i in global_ids],
@@ -91,27 +91,33 @@ def _allocation(model: keras.Model) -> list[tuple]:
 def couplings(
     model: keras.Model,
     entries: list[tuple[PruningWrapper, PrunedKernel]] | None = None,
-) -> list[tuple[PruningWrapper, PruningWrapper, int]]:
-    """The filter-to-row couplings between wrappers of a model's own graph.
+) -> list[tuple[PrunedKernel, PrunedKernel, int]]:
+    """The filter-to-row couplings between pruned kernels of a model's graph.
+
+    A wrapper's filters are those of its output kernel (the pointwise kernel
+    of a SeparableConv2D), and its input rows those of the same kernel.
 
     Args:
         model: A model with `PruningWrapper` layers.
-        entries: ``(wrapper, kernel)`` pairs that may couple; a wrapper with
-            more than one pruned kernel never does. None: those of every
-            wrapper in the global scope.
+        entries: ``(wrapper, kernel)`` pairs that may couple. None: those of
+            every wrapper in the global scope.
 
     Returns:
-        ``(producer, consumer, repeat)`` triples: input row
-        ``c + r * filters`` of the consumer's kernel reads filter ``c`` of the
-        producer's (see `tf_reweight.core.dependency`).
+        ``(producer, consumer, repeat)`` kernels: input row
+        ``c + r * filters`` of the consumer kernel reads filter ``c`` of the
+        producer kernel (see `tf_reweight.core.dependency`).
     """
     if entries is None:
         entries = [e for e in _entries(wrappers(model)) if e[0].scope == "global"]
-    single = {id(w): w for w, _ in entries if len(w.pruned_kernels) == 1}
+    output = {}
+    for w, pk in entries:
+        layouts = kernel_layouts(w.layer)
+        if layouts and pk.layout.attr == layouts[-1].attr:
+            output[id(w)] = pk
 
     def pruning_wrapper(layer):
         while isinstance(layer, keras.layers.Wrapper):
-            if id(layer) in single:
+            if id(layer) in output:
                 return layer
             layer = layer.layer
         return None
@@ -121,7 +127,11 @@ def couplings(
         found = {id(layer): pruning_wrapper(layer) for layer in graph_model.layers}
         layers = [x for x in graph_model.layers if found[id(x)] is not None]
         result += [
-            (found[id(c.producer)], found[id(c.consumer)], c.repeat)
+            (
+                output[id(found[id(c.producer)])],
+                output[id(found[id(c.consumer)])],
+                c.repeat,
+            )
             for c in dependency.couplings(graph_model, layers)
         ]
     return result
@@ -129,21 +139,18 @@ def couplings(
 
 def _mask_coupled_rows(model: keras.Model) -> None:
     """Masks the kernel rows that read filters pruned away (see `couplings`)."""
-    kernels = {id(w): pk for w, pk in _entries(wrappers(model))}
+    structure = {id(pk): w.structure for w, pk in _entries(wrappers(model))}
     for producer, consumer, repeat in couplings(model):
-        if not producer.structure.removes_outputs:
+        if not structure[id(producer)].removes_outputs:
             continue
-        mask4 = kernels[id(producer)].layout.to_canonical(
-            keras.ops.convert_to_numpy(kernels[id(producer)].mask)
-        )
-        target = kernels[id(consumer)]
+        mask4 = producer.layout.to_canonical(keras.ops.convert_to_numpy(producer.mask))
         rows = budget.coupled_rows(mask4.shape[3], repeat, ~mask4.any(axis=(0, 1, 2)))
-        consumer_mask = target.layout.to_canonical(
-            keras.ops.convert_to_numpy(target.mask)
+        consumer_mask = consumer.layout.to_canonical(
+            keras.ops.convert_to_numpy(consumer.mask)
         ).copy()
         if rows.size and consumer_mask.shape[2] == mask4.shape[3] * repeat:
             consumer_mask[:, :, rows, :] = 0.0
-            target.assign_mask(consumer_mask)
+            consumer.assign_mask(consumer_mask)
 
 
 def set_sparsity(model: keras.Model, fraction: float) -> None:
