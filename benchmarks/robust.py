@@ -47,6 +47,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
@@ -68,17 +69,33 @@ class Variant:
             ``"uniform"``.
         options: ``(name, value)`` pairs for the method's phase-1 callback.
         mode: The MRS probe (``"perturb"`` or ``"prune"``) of ``"mrs"``.
-        penalty: The method's penalty; None for `recipes.DEFAULT_PENALTY`.
+        penalty: The method's penalty; None for `recipes.DEFAULT_PENALTY`,
+            except reweighting, whose None is 1e-4 (the library default the
+            records before ``penalty="auto"`` ran with).
         bounded: Bounded reweighting; None for the library default
             (`tf_reweight.robust.mrpf.bounded_option`).
+        eps: Reweighting's eps; None is 1e-3 (likewise).
     """
 
     method: str
     allocation: str = "global"
     options: tuple = ()
     mode: str = "perturb"
-    penalty: float | None = None
+    penalty: float | str | None = None
     bounded: bool | None = None
+    eps: float | str | None = None
+
+    def penalty_value(self, default: Mapping) -> float | str:
+        """The penalty this variant trains with (see ``penalty``)."""
+        if self.penalty is not None:
+            return self.penalty
+        return 1e-4 if self.method == "reweighted" else default[self.method]
+
+    def apply_options(self) -> dict:
+        """Reweighting's eps (see ``eps``); nothing for other methods."""
+        if self.method != "reweighted":
+            return {}
+        return {"eps": 1e-3 if self.eps is None else self.eps}
 
 
 VARIANTS = {
@@ -93,6 +110,11 @@ VARIANTS = {
         "reweighted", "mrs", mode="prune", penalty=1e-5
     ),
     "uniform_reweighted_1e-5": Variant("reweighted", "uniform", penalty=1e-5),
+    "reweighted_auto": Variant("reweighted", penalty="auto", eps="auto"),
+    "mrs_reweighted_auto": Variant("reweighted", "mrs", penalty="auto", eps="auto"),
+    "uniform_reweighted_auto": Variant(
+        "reweighted", "uniform", penalty="auto", eps="auto"
+    ),
     "magnitude": Variant("magnitude"),
     "mrs_magnitude": Variant("magnitude", "mrs"),
     "uniform_magnitude": Variant("magnitude", "uniform"),
@@ -358,7 +380,8 @@ class Bench:
         options = {
             "method": variant.method,
             "structure": a.structure,
-            "penalty": variant.penalty,
+            "penalty": variant.penalty_value(DEFAULT_PENALTY),
+            **variant.apply_options(),
             "batch_size": a.batch_size,
             "lr": a.lr,
             "verbose": a.verbose,
@@ -395,9 +418,9 @@ class Bench:
             )
             ratios = result.ratios
         rep = sparsity.report(result.model)
-        penalty = variant.penalty
         out = {
-            "penalty": DEFAULT_PENALTY[variant.method] if penalty is None else penalty,
+            "penalty": variant.penalty_value(DEFAULT_PENALTY),
+            **variant.apply_options(),
             "bounded": mrpf.bounded_option(variant.method, variant.bounded).get(
                 "bounded"
             ),
