@@ -1,9 +1,9 @@
 """Export pruned Keras 3 models to TFLite: convert, shrink and verify.
 
 `shrink`, `shrink_report` and `count_macs` are Keras-level and work on every
-backend, as do `verify`, `measure`, `evaluate_tflite` and `choose_encoding`
-(LiteRT only). `export` needs TensorFlow (the TFLite converter), so it loads
-on first use and says so on another backend.
+backend, as do `verify`, `measure`, `measure_pair`, `evaluate_tflite` and
+`choose_encoding` (LiteRT only). `export` needs TensorFlow (the TFLite
+converter), so it loads on first use and says so on another backend.
 """
 
 # First: imports Keras and TensorFlow without their native log lines.
@@ -13,7 +13,13 @@ import importlib
 
 from tflite_export.encoding import EncodingChoice, choose_encoding
 from tflite_export.shrink import ShrinkReport, count_macs, shrink, shrink_report
-from tflite_export.verify import VerifyReport, evaluate_tflite, measure, verify
+from tflite_export.verify import (
+    VerifyReport,
+    evaluate_tflite,
+    measure,
+    measure_pair,
+    verify,
+)
 
 _LAZY_ATTRIBUTES = {
     "ExportReport": "convert",
@@ -42,6 +48,7 @@ __all__ = [
     "evaluate_tflite",
     "export",
     "measure",
+    "measure_pair",
     "shrink",
     "shrink_report",
     "verify",

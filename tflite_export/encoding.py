@@ -4,9 +4,9 @@ LiteRT's sparse tensor encoding (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`)
 makes a pruned file smaller, but the default delegate (XNNPACK) cannot run
 every sparse format: a sparse `FULLY_CONNECTED` with int8 weights, for
 example, falls back to the builtin kernels, which may be slower than XNNPACK
-on the dense file. `choose_encoding` decides from what `verify.measure`
-measured on both files; `tflite_export.export(..., sparse="auto")` writes
-the encoding it chooses.
+on the dense file. `choose_encoding` decides from what `verify.measure_pair`
+measured on both files, timed in interleaved rounds;
+`tflite_export.export(..., sparse="auto")` writes the encoding it chooses.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tf_reweight.core.checks import check_number
-from tflite_export.verify import measure
+from tflite_export.verify import measure, measure_pair
 
 XNNPACK = "xnnpack"
 
@@ -135,8 +135,9 @@ def write_encoding(
 ) -> tuple[EncodingChoice, str | None]:
     """Writes the requested (or, for `"auto"`, the faster) encoding to ``path``.
 
-    For `"auto"` both encodings are converted and timed with `verify.measure`
-    and `choose_encoding` decides; when both give the same bytes (no tensor
+    For `"auto"` both encodings are converted and timed in interleaved rounds
+    (`verify.measure_pair`, so a busy machine slows both alike) and
+    `choose_encoding` decides; when both give the same bytes (no tensor
     sparse enough) the file is called dense. For True the sparse file is
     written and, when it falls off XNNPACK, the dense one is timed too and a
     warning names the dense file if `choose_encoding` prefers it.
@@ -165,19 +166,22 @@ def write_encoding(
     requested = EncodingChoice("sparse", "requested: sparse=True")
     if sparse is True and not measured:
         return requested, None
-    sparse_delegate, sparse_ms = measure(path, sample)
-    if sparse is True and sparse_delegate == XNNPACK:
-        return dataclasses.replace(
-            requested, sparse_delegate=sparse_delegate, sparse_latency_ms=sparse_ms
-        ), None
+    if sparse is True:
+        sparse_delegate, sparse_ms = measure(path, sample)
+        if sparse_delegate == XNNPACK:
+            return dataclasses.replace(
+                requested, sparse_delegate=sparse_delegate, sparse_latency_ms=sparse_ms
+            ), None
     dense_path = os.path.join(folder, "dense.tflite")
     dense = convert(False)
     Path(dense_path).write_bytes(dense)
     if dense == flatbuffer:
         reason = "no weight tensor is sparse enough: both encodings give this file"
         return EncodingChoice("dense", reason), None
+    # Both files timed in interleaved rounds, so a busy machine slows both alike.
+    sparse_timing, dense_timing = measure_pair(path, dense_path, sample)
     choice = dataclasses.replace(
-        choose_encoding(sparse_delegate, sparse_ms, *measure(dense_path, sample)),
+        choose_encoding(*sparse_timing, *dense_timing),
         sparse_bytes=len(flatbuffer),
         dense_bytes=len(dense),
     )

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from tf_reweight.core import checks
 from tf_reweight.core.backend_support import quiet_native_logs
 from tflite_export.flatbuffer import count_zero_weights, gzip_bytes
 from tflite_export.inputs import validate_batch, validate_model
@@ -183,17 +184,24 @@ class _Runner:
             results.append(self._invoke(padded)[: len(batch)])
         return np.concatenate(results)
 
-    def latency_ms(self, sample: np.ndarray, runs: int) -> float:
-        """Median wall time of `runs` invokes on one sample (after a warm-up)."""
+    def prepare(self, sample: np.ndarray) -> None:
+        """Sets one sample as the input and runs it once (a warm-up)."""
         self._resize(1)
-        batch = np.repeat(sample[:1], self.batch_size, axis=0)
-        self._invoke(batch)
-        times = []
+        self._invoke(np.repeat(sample[:1], self.batch_size, axis=0))
+
+    def times(self, runs: int) -> list[float]:
+        """Wall times in seconds of `runs` invokes of the prepared input."""
+        found = []
         for _ in range(runs):
             start = time.perf_counter()
             self.interpreter.invoke()
-            times.append(time.perf_counter() - start)
-        return 1000.0 * statistics.median(times)
+            found.append(time.perf_counter() - start)
+        return found
+
+    def latency_ms(self, sample: np.ndarray, runs: int) -> float:
+        """Median wall time of `runs` invokes on one sample (after a warm-up)."""
+        self.prepare(sample)
+        return 1000.0 * statistics.median(self.times(runs))
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -325,6 +333,49 @@ def measure(tflite_path: str, sample: np.ndarray, runs: int = 20) -> tuple[str, 
     """
     runner = _Runner(_check_file(tflite_path, "tflite_path"))
     return runner.delegate, runner.latency_ms(validate_batch(sample, "sample"), runs)
+
+
+def measure_pair(
+    first: str, second: str, sample: np.ndarray, rounds: int = 16, runs: int = 5
+) -> tuple[tuple[str, float], tuple[str, float]]:
+    """`measure` of two `.tflite` files, timed in interleaved rounds.
+
+    Each round times ``runs`` invokes of each file, the order alternating
+    between rounds (first-second, second-first, ...), so load that drifts
+    while they are timed (a busy machine) slows both alike. Each file's
+    latency is the median of all its timed invokes.
+
+    Args:
+        first: Path of the first `.tflite` file (one input, one output).
+        second: Path of the second.
+        sample: Float input batch; its first row is timed.
+        rounds: Rounds of timing (>= 1).
+        runs: Invokes of each file per round (>= 1).
+
+    Returns:
+        ``((delegate, latency_ms), (delegate, latency_ms))`` of the two files.
+
+    Example:
+    >>> (_, sparse_ms), (_, dense_ms) = measure_pair("s.tflite", "d.tflite", x)
+    """
+    rounds = checks.check_int("rounds", rounds, 1)
+    runs = checks.check_int("runs", runs, 1)
+    sample = validate_batch(sample, "sample")
+    runners = [
+        _Runner(_check_file(first, "first")),
+        _Runner(_check_file(second, "second")),
+    ]
+    for runner in runners:
+        runner.prepare(sample)
+    times: list[list[float]] = [[], []]
+    for i in range(rounds):
+        for k in (0, 1) if i % 2 == 0 else (1, 0):
+            times[k].extend(runners[k].times(runs))
+    first_result, second_result = (
+        (runner.delegate, 1000.0 * statistics.median(t))
+        for runner, t in zip(runners, times, strict=True)
+    )
+    return first_result, second_result
 
 
 def evaluate_tflite(

@@ -1,9 +1,12 @@
 """Tests for tflite_export.verify and the `tflite-export verify` command."""
 
+import importlib
+
 import keras
 import numpy as np
 import pytest
 
+import tflite_export
 from tf_reweight.cli.tflite import main
 from tflite_export import evaluate_tflite, export, verify
 from tflite_export.flatbuffer import count_zero_weights
@@ -151,3 +154,31 @@ def test_non_finite_sample_is_refused(pruned):
     bad[0, 0, 0, 0] = np.inf
     with pytest.raises(ValueError, match="finite values"):
         verify(dense, model, bad, runs=1)
+
+
+def test_measure_pair_interleaves_the_two_files(tmp_path, pruned, monkeypatch):
+    verify_module = importlib.import_module("tflite_export.verify")
+    model, dense, sample = pruned
+    sparse = str(tmp_path / "sparse.tflite")
+    export(model, sparse, quantization="dynamic", sparse=True, verify=False)
+    order = []
+    timed = verify_module._Runner.times
+
+    def times(runner, runs):
+        order.append((runner.delegate, runs))
+        return timed(runner, runs)
+
+    monkeypatch.setattr(verify_module._Runner, "times", times)
+    (first, first_ms), (second, second_ms) = verify_module.measure_pair(
+        sparse, dense, sample, rounds=3, runs=2
+    )
+    assert (first, second) == ("builtin", "xnnpack")
+    assert first_ms > 0 and second_ms > 0
+    # Rounds alternate which file goes first: ABBAAB.
+    assert [d for d, _ in order] == ["builtin", "xnnpack", "xnnpack", "builtin"] + [
+        "builtin",
+        "xnnpack",
+    ]
+    assert {runs for _, runs in order} == {2}
+    with pytest.raises(ValueError, match="rounds"):
+        tflite_export.measure_pair(sparse, dense, sample, rounds=0)
