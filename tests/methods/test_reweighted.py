@@ -96,6 +96,18 @@ def test_auto_penalty_is_zero_until_calibrated_then_follows_formula():
     assert operations.calibrate_penalties(pruned, 0.5) is None
 
 
+def test_auto_penalty_counts_the_groups_of_the_final_target():
+    pruned = tfr.apply(_model(), "unstructured", "4x", penalty="auto")
+    operations.set_sparsity(pruned, 0.2)  # a progressive schedule's first stage
+    value = operations.calibrate_penalties(pruned, 0.5)
+    assert value == pytest.approx(2.5 * 0.5 / round(0.25 * (8 * 16 + 16 * 3)), rel=1e-6)
+    sparsity = [
+        float(keras.ops.convert_to_numpy(w.sparsity))
+        for w in tfr.pruning.wrappers(pruned)
+    ]
+    assert sparsity == pytest.approx([0.2 * 0.75] * len(sparsity))  # restored
+
+
 def test_calibrate_refuses_non_finite_loss_before_changing_anything():
     pruned = tfr.apply(_model(), "unstructured", "4x", penalty="auto")
     with pytest.raises(ValueError, match="data_loss"):

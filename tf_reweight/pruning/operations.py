@@ -178,8 +178,10 @@ def refresh_penalties(model: keras.Model) -> None:
 def calibrate_penalties(model: keras.Model, data_loss: float) -> float | None:
     """Sets the value of every penalty that waits for one (``"auto"``).
 
-    The groups the current targets keep are counted over every such kernel,
-    and each penalty computes its value from that count and ``data_loss``
+    The groups the *final* targets keep are counted over every such kernel
+    (a progressive schedule's first stage would count far more and set a
+    value too small for the rate it ends at), and each penalty computes its
+    value from that count and ``data_loss``
     (`tf_reweight.methods.reweighted.auto_penalty` for reweighting).
 
     Args:
@@ -194,12 +196,20 @@ def calibrate_penalties(model: keras.Model, data_loss: float) -> float | None:
         ValueError: If ``data_loss`` is not a finite number >= 0.
     """
     loss = check_number("data_loss", data_loss, 0.0)
-    waiting = [
-        (w, pk, keep, view)
-        for w, pk, keep, view in _allocation(model)
-        if pk.penalty is not None and pk.penalty.needs_calibration
-    ]
-    kept = sum(int(np.count_nonzero(w.kept_groups(v, k))) for w, _, k, v in waiting)
+    layers = require_wrappers(model)
+    current = [keras.ops.convert_to_numpy(w.sparsity) for w in layers]
+    set_sparsity(model, 1.0)
+    try:
+        waiting = [
+            (w, pk, keep, view)
+            for w, pk, keep, view in _allocation(model)
+            if pk.penalty is not None and pk.penalty.needs_calibration
+        ]
+        kept = [int(np.count_nonzero(w.kept_groups(v, k))) for w, _, k, v in waiting]
+    finally:
+        for w, value in zip(layers, current, strict=True):
+            w.sparsity.assign(value)
+    kept = sum(kept)
     value = None
     for _, pk, _, _ in waiting:
         value = pk.penalty.calibrate(loss, kept)
