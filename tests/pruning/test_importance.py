@@ -94,3 +94,25 @@ def test_views_fold_batchnorm_and_the_pointwise_rows():
         importance.ranking_kernel(fc, fc.pruned_kernels[0], scales),
         fc.pruned_kernels[0].canonical(),
     )
+
+
+def test_admm_keeps_the_units_the_folded_ranking_keeps():
+    model = _net(separable=False)
+    same = _rescaled(model, separable=False)
+    masks = []
+    for m in (model, same):
+        pruned = tfr.apply(
+            m, "filter", 0.6, method=tfr.ADMMPenalty(1e-3), skip_last=True
+        )
+        tfr.callbacks.admm_update.update(pruned, dual=False)  # Z = project(W)
+        stem = pruned.get_layer("stem").pruned_kernels[0]
+        z = stem.layout.to_canonical(keras.ops.convert_to_numpy(stem.penalty.z))
+        masks.append(z.any(axis=(0, 1, 2)))
+        tfr.hard_prune(pruned)
+        kept = _canonical_mask(stem).any(axis=(0, 1, 2))
+        np.testing.assert_array_equal(masks[-1], kept)  # Z's support is the prune's
+    np.testing.assert_array_equal(*masks)  # and ignores the scale BN divides out
+
+
+def _canonical_mask(pk):
+    return pk.layout.to_canonical(keras.ops.convert_to_numpy(pk.mask))

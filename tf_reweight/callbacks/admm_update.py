@@ -15,6 +15,7 @@ import keras
 from tf_reweight.callbacks.reweight import Reweight
 from tf_reweight.core.checks import check_bool, check_number
 from tf_reweight.methods.admm import ADMMPenalty
+from tf_reweight.pruning import importance
 from tf_reweight.pruning import operations as pruning
 
 
@@ -65,9 +66,11 @@ def update(
     active = {id(pk) for _, pk in _active(model)}
     if not active:
         return
-    for _, pk, keep in pruning.allocate(model):
+    scales = importance.output_scales(model)
+    for w, pk, keep in pruning.allocate(model):
         if id(pk) in active:
-            pk.penalty.update(pk.canonical(), keep, dual=dual)
+            scale = importance.ranking_scale(w, pk, scales)
+            pk.penalty.update(pk.canonical(), keep, dual=dual, scale=scale)
             rho = float(keras.ops.convert_to_numpy(pk.penalty.rho)) * rho_factor
             pk.penalty.set_rho(rho if rho_max is None else min(rho, rho_max))
 

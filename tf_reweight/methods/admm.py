@@ -132,16 +132,21 @@ class ADMMPenalty(KernelPenalty):
         """Whether ``rho > 0`` (False after `deactivate`)."""
         return bool(keras.ops.convert_to_numpy(self.rho) > 0.0)
 
-    def update(self, w4, keep: int, dual: bool = True) -> None:
+    def update(self, w4, keep: int, dual: bool = True, scale=None) -> None:
         """The Z-step ``Z = project(W + U)`` and, if ``dual``, ``U += W - Z``.
 
         Args:
             w4: The canonical kernel as a NumPy array.
             keep: Units the constraint keeps (see `tf_reweight.pruning.allocate`).
             dual: Also take the U-step.
+            scale: None, or a factor broadcast against ``w4`` that the units
+                are ranked with (`tf_reweight.pruning.importance.ranking_scale`,
+                BatchNorm folded in), so that Z keeps the units the hard prune
+                will keep.
         """
         v = np.asarray(w4, np.float32) + self._canonical(self.u)
-        z = v * self.structure.project(v, keep)
+        ranked = v if scale is None else v * np.asarray(scale, np.float32)
+        z = v * self.structure.project(ranked, keep)
         self.z.assign(self.layout.from_canonical(z))
         if dual:
             self.u.assign(self.layout.from_canonical(v - z))

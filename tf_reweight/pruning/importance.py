@@ -65,6 +65,41 @@ def _canonical(wrapper: PruningWrapper, layout) -> np.ndarray:
     return layout.to_canonical(raw)
 
 
+def ranking_scale(
+    wrapper: PruningWrapper, pk: PrunedKernel, scales: dict[int, np.ndarray]
+) -> np.ndarray:
+    """The factor that turns ``pk``'s canonical view into its ranking view.
+
+    Args:
+        wrapper: The wrapper that owns ``pk``.
+        pk: One of its pruned kernels.
+        scales: `output_scales` of the model.
+
+    Returns:
+        A positive float array that broadcasts against the canonical
+        ``(kh, kw, cin, cout)`` view (ones where nothing is folded in).
+    """
+    shape = pk.layout.canonical
+    layouts = kernel_layouts(wrapper.layer)
+    if not layouts:
+        return np.ones((1, 1, 1, shape[3]), np.float32)
+    scale = scales.get(id(wrapper))
+    if scale is None or scale.size != layouts[-1].canonical[3]:
+        scale = np.ones(layouts[-1].canonical[3])
+    if not isinstance(wrapper.layer, keras.layers.SeparableConv2D):
+        if pk.layout.attr != layouts[-1].attr:
+            scale = np.ones(shape[3])
+        return scale.reshape(1, 1, 1, -1).astype(np.float32)
+    # Effective kernel: depthwise[k, c] * pointwise[c, o] * scale[o].
+    depthwise = _canonical(wrapper, layouts[0])
+    pointwise = _canonical(wrapper, layouts[1])[0, 0] * scale
+    if pk.layout.attr == layouts[0].attr:
+        rows = np.linalg.norm(pointwise, axis=1)
+        return rows.reshape(1, 1, 1, -1).astype(np.float32)
+    taps = np.linalg.norm(depthwise.reshape(-1, depthwise.shape[3]), axis=0)
+    return (taps[:, None] * scale)[None, None].astype(np.float32)
+
+
 def ranking_kernel(
     wrapper: PruningWrapper, pk: PrunedKernel, scales: dict[int, np.ndarray]
 ) -> np.ndarray:
@@ -76,24 +111,8 @@ def ranking_kernel(
         scales: `output_scales` of the model.
 
     Returns:
-        A float array shaped like ``pk.canonical()``.
+        A float array shaped like ``pk.canonical()``: it times
+        `ranking_scale`.
     """
     kernel = pk.canonical()
-    layouts = kernel_layouts(wrapper.layer)
-    if not layouts:
-        return kernel
-    scale = scales.get(id(wrapper))
-    if scale is None or scale.size != layouts[-1].canonical[3]:
-        scale = np.ones(layouts[-1].canonical[3])
-    if not isinstance(wrapper.layer, keras.layers.SeparableConv2D):
-        if pk.layout.attr != layouts[-1].attr:
-            return kernel
-        return kernel * scale.astype(kernel.dtype)
-    # Effective kernel: depthwise[k, c] * pointwise[c, o] * scale[o].
-    depthwise = _canonical(wrapper, layouts[0])
-    pointwise = _canonical(wrapper, layouts[1])[0, 0] * scale
-    if pk.layout.attr == layouts[0].attr:
-        rows = np.linalg.norm(pointwise, axis=1)
-        return kernel * rows.astype(kernel.dtype)
-    taps = np.linalg.norm(depthwise.reshape(-1, depthwise.shape[3]), axis=0)
-    return kernel * (taps[:, None] * scale).astype(kernel.dtype)
+    return kernel * ranking_scale(wrapper, pk, scales).astype(kernel.dtype)
