@@ -31,36 +31,15 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tf_reweight.core import walker
+from tf_reweight.core import dependency, walker
 from tf_reweight.core.dependency import MIXING_ACTIVATIONS, UNARY_OPS
 
 L = keras.layers
-READERS = (L.Conv1D, L.Conv2D, L.SeparableConv2D, L.Dense)
-_SPATIAL = (
-    L.Dropout,
-    L.SpatialDropout1D,
-    L.SpatialDropout2D,
-    L.GaussianDropout,
-    L.GaussianNoise,
-    L.MaxPooling1D,
-    L.MaxPooling2D,
-    L.AveragePooling1D,
-    L.AveragePooling2D,
-    L.GlobalAveragePooling1D,
-    L.GlobalAveragePooling2D,
-    L.GlobalMaxPooling1D,
-    L.GlobalMaxPooling2D,
-    L.Cropping1D,
-    L.Cropping2D,
-    L.UpSampling1D,
-    L.UpSampling2D,
-    L.Flatten,
-    L.Reshape,
-    L.Identity,
-)
-_PADS = (L.ZeroPadding1D, L.ZeroPadding2D)
-_WEIGHTED = (L.BatchNormalization, L.Rescaling, L.Normalization)
-_POINTWISE = (*_WEIGHTED, L.Activation, L.ReLU, L.LeakyReLU, L.ELU)
+READERS = dependency.READERS
+_SPATIAL = (*dependency.SPATIAL, L.Flatten, L.Reshape)
+_PADS = dependency.PADS
+_WEIGHTED = dependency.WEIGHTED
+_POINTWISE = dependency.POINTWISE
 _MERGES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
 _MIXING = (L.Softmax, L.LayerNormalization, L.GroupNormalization)
 _BINARY_OPS = ("Add", "Subtract", "Multiply", "Divide", "TrueDivide")

@@ -29,16 +29,8 @@ from tf_reweight.core import walker
 
 L = keras.layers
 READERS = (L.Conv1D, L.Conv2D, L.SeparableConv2D, L.Dense)
-# Layers whose output channel c depends on input channel c only.
-CHANNELWISE = (
-    L.BatchNormalization,
-    L.Rescaling,
-    L.Normalization,
-    L.Activation,
-    L.ReLU,
-    L.LeakyReLU,
-    L.ELU,
-    L.DepthwiseConv2D,
+# Layers that keep every channel apart and move values only in space.
+SPATIAL = (
     L.Dropout,
     L.SpatialDropout1D,
     L.SpatialDropout2D,
@@ -52,14 +44,18 @@ CHANNELWISE = (
     L.GlobalAveragePooling2D,
     L.GlobalMaxPooling1D,
     L.GlobalMaxPooling2D,
-    L.ZeroPadding1D,
-    L.ZeroPadding2D,
     L.Cropping1D,
     L.Cropping2D,
     L.UpSampling1D,
     L.UpSampling2D,
     L.Identity,
 )
+PADS = (L.ZeroPadding1D, L.ZeroPadding2D)
+# Layers with a weight or a function per channel.
+WEIGHTED = (L.BatchNormalization, L.Rescaling, L.Normalization)
+POINTWISE = (*WEIGHTED, L.Activation, L.ReLU, L.LeakyReLU, L.ELU)
+# Layers whose output channel c depends on input channel c only.
+CHANNELWISE = (*POINTWISE, L.DepthwiseConv2D, *SPATIAL, *PADS)
 MERGES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
 BINARY_OPS = ("Add", "Subtract", "Multiply", "Maximum", "Minimum")
 # keras.ops operations of one tensor that act elementwise.

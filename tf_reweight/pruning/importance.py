@@ -103,16 +103,7 @@ def ranking_scale(
 def ranking_kernel(
     wrapper: PruningWrapper, pk: PrunedKernel, scales: dict[int, np.ndarray]
 ) -> np.ndarray:
-    """The canonical view of ``pk`` that the budget ranks (see the module).
-
-    Args:
-        wrapper: The wrapper that owns ``pk``.
-        pk: One of its pruned kernels.
-        scales: `output_scales` of the model.
-
-    Returns:
-        A float array shaped like ``pk.canonical()``: it times
-        `ranking_scale`.
-    """
+    """The canonical view of ``pk`` that the budget ranks (see the module):
+    ``pk.canonical()`` times `ranking_scale` (same arguments)."""
     kernel = pk.canonical()
     return kernel * ranking_scale(wrapper, pk, scales).astype(kernel.dtype)
