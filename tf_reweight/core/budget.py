@@ -147,14 +147,25 @@ def coupled_rows(filters: int, repeat: int, removed: np.ndarray) -> np.ndarray:
     return (filters_removed[:, None] + filters * np.arange(repeat)).reshape(-1)
 
 
+def coupling_fits(structure: Structure, producer_shape, consumer_shape, repeat) -> bool:
+    """Whether a coupling frees rows: the producer's structure removes whole
+    filters and the consumer has ``filters * repeat`` input rows."""
+    return bool(structure.removes_outputs) and (
+        consumer_shape[2] == producer_shape[3] * repeat
+    )
+
+
 def _valid_couplings(structures, kernels, couplings, pooled) -> list:
     """The couplings of filter-pruned producers whose consumer's rows fit."""
-    valid = []
-    for p, c, repeat in couplings or ():
-        if p in pooled and c in pooled and structures[p].removes_outputs:
-            if np.shape(kernels[c])[2] == np.shape(kernels[p])[3] * repeat:
-                valid.append((p, c, int(repeat)))
-    return valid
+    return [
+        (p, c, int(repeat))
+        for p, c, repeat in couplings or ()
+        if p in pooled
+        and c in pooled
+        and coupling_fits(
+            structures[p], np.shape(kernels[p]), np.shape(kernels[c]), repeat
+        )
+    ]
 
 
 def _coupled_cost(kernels, valid, scores: dict) -> None:
@@ -174,12 +185,13 @@ def _coupled_cost(kernels, valid, scores: dict) -> None:
         scores[p] = (share + per_filter / total, size + width)
 
 
-def _kept_weights(structures, kernels, keep, pooled, valid, unit_scores) -> int:
-    """The weights kept by these keep counts, rows of removed filters excluded."""
+def _kept_weights(structures, kernels, keep, sizes, valid, unit_scores) -> int:
+    """The weights kept by these keep counts, rows of removed filters excluded.
+
+    ``sizes`` maps each pooled kernel to its units' sizes."""
     kept = 0
-    for i in pooled:
-        kept_units = top_k(unit_scores[i], keep[i])
-        kept += int(np.sum(structures[i].unit_sizes(np.shape(kernels[i]))[kept_units]))
+    for i, unit_sizes in sizes.items():
+        kept += int(np.sum(unit_sizes[top_k(unit_scores[i], keep[i])]))
     for p, c, repeat in valid:
         removed = ~top_k(unit_scores[p], keep[p])
         rows = coupled_rows(np.shape(kernels[p])[3], repeat, removed)
@@ -309,7 +321,7 @@ def allocate(
         def kept(n: int) -> int:
             counts = np.bincount(owner[order[:n]], minlength=len(structures))
             trial = [int(counts[i]) if i in units else k for i, k in enumerate(keep)]
-            return _kept_weights(structures, kernels, trial, pooled, valid, unit_scores)
+            return _kept_weights(structures, kernels, trial, sizes, valid, unit_scores)
 
         # Kept weights grow with the units taken: the first count whose kept
         # weights reach the budget, or the one before it if that is closer.

@@ -51,29 +51,35 @@ def allocate(model: keras.Model) -> list[tuple[PruningWrapper, PrunedKernel, int
     Returns:
         ``(wrapper, kernel, keep)`` triples.
     """
-    return [(w, pk, keep) for w, pk, keep, _ in _allocation(model)]
+    return [(w, pk, keep) for w, pk, keep, _ in _allocation(model)[0]]
 
 
-def _allocation(model: keras.Model) -> list[tuple]:
-    """`allocate`, with the ranking view each kernel's units are chosen on."""
+def _allocation(model: keras.Model) -> tuple[list[tuple], list[tuple]]:
+    """`allocate`, with the ranking view each kernel's units are chosen on.
+
+    Returns:
+        ``(wrapper, kernel, keep, view)`` per kernel, and the `couplings` of
+        the global scope that the budget counted.
+    """
     backend_support.sync_state(model)  # backend hook: JAX state mid-epoch
     entries = _entries(require_wrappers(model))
     scales = importance.output_scales(model)
     views = [importance.ranking_kernel(w, pk, scales) for w, pk in entries]
     keep = [0] * len(entries)
+    coupled = []
     global_ids = [i for i, (w, _) in enumerate(entries) if w.scope == "global"]
     local_ids = [i for i, (w, _) in enumerate(entries) if w.scope != "global"]
     if global_ids:
         target = float(keras.ops.convert_to_numpy(entries[global_ids[0]][0].sparsity))
         position = {id(entries[i][1]): n for n, i in enumerate(global_ids)}
+        coupled = couplings(model, [entries[i] for i in global_ids])
         counts = budget.allocate(
             [entries[i][0].structure for i in global_ids],
             [views[i] for i in global_ids],
             target,
             max_prune=[entries[i][0].max_prune for i in global_ids],
             couplings=[
-                (position[id(p)], position[id(c)], repeat)
-                for p, c, repeat in couplings(model, [entries[i] for i in global_ids])
+                (position[id(p)], position[id(c)], repeat) for p, c, repeat in coupled
             ],
         )
         for i, k in zip(global_ids, counts, strict=True):
@@ -83,9 +89,10 @@ def _allocation(model: keras.Model) -> list[tuple]:
         keep[i] = w.structure.keep_for(
             pk.layout.canonical, float(keras.ops.convert_to_numpy(w.sparsity))
         )
-    return [
+    rows = [
         (w, pk, k, view) for (w, pk), k, view in zip(entries, keep, views, strict=True)
     ]
+    return rows, coupled
 
 
 def couplings(
@@ -137,18 +144,19 @@ def couplings(
     return result
 
 
-def _mask_coupled_rows(model: keras.Model) -> None:
+def _mask_coupled_rows(model: keras.Model, coupled: list[tuple]) -> None:
     """Masks the kernel rows that read filters pruned away (see `couplings`)."""
     structure = {id(pk): w.structure for w, pk in _entries(wrappers(model))}
-    for producer, consumer, repeat in couplings(model):
-        if not structure[id(producer)].removes_outputs:
-            continue
+    for producer, consumer, repeat in coupled:
         mask4 = producer.layout.to_canonical(keras.ops.convert_to_numpy(producer.mask))
-        rows = budget.coupled_rows(mask4.shape[3], repeat, ~mask4.any(axis=(0, 1, 2)))
         consumer_mask = consumer.layout.to_canonical(
             keras.ops.convert_to_numpy(consumer.mask)
         ).copy()
-        if rows.size and consumer_mask.shape[2] == mask4.shape[3] * repeat:
+        fits = budget.coupling_fits(
+            structure[id(producer)], mask4.shape, consumer_mask.shape, repeat
+        )
+        rows = budget.coupled_rows(mask4.shape[3], repeat, ~mask4.any(axis=(0, 1, 2)))
+        if fits and rows.size:
             consumer_mask[:, :, rows, :] = 0.0
             consumer.assign_mask(consumer_mask)
 
@@ -170,7 +178,7 @@ def refresh_penalties(model: keras.Model) -> None:
     bounded mode exempts them. Wrappers that are already hard-pruned are
     left alone.
     """
-    for w, pk, keep, view in _allocation(model):
+    for w, pk, keep, view in _allocation(model)[0]:
         if pk.penalty is not None and not w.is_pruned:
             pk.penalty.refresh(pk.canonical(), w.kept_groups(view, keep))
 
@@ -202,14 +210,13 @@ def calibrate_penalties(model: keras.Model, data_loss: float) -> float | None:
     try:
         waiting = [
             (w, pk, keep, view)
-            for w, pk, keep, view in _allocation(model)
+            for w, pk, keep, view in _allocation(model)[0]
             if pk.penalty is not None and pk.penalty.needs_calibration
         ]
-        kept = [int(np.count_nonzero(w.kept_groups(v, k))) for w, _, k, v in waiting]
+        kept = sum(int(np.count_nonzero(w.kept_groups(v, k))) for w, _, k, v in waiting)
     finally:
         for w, value in zip(layers, current, strict=True):
             w.sparsity.assign(value)
-    kept = sum(kept)
     value = None
     for _, pk, _, _ in waiting:
         value = pk.penalty.calibrate(loss, kept)
@@ -242,9 +249,10 @@ def hard_prune(model: keras.Model, final: bool = True) -> None:
             that training continues as masked retraining. Intermediate
             pruning steps of a schedule pass ``False``.
     """
-    for w, pk, keep, view in _allocation(model):
+    allocation, coupled = _allocation(model)
+    for w, pk, keep, view in allocation:
         pk.assign_mask(w.structure.project(view, keep))
-    _mask_coupled_rows(model)
+    _mask_coupled_rows(model, coupled)
     align_batchnorm(model)
     if final:
         for w in require_wrappers(model):
