@@ -219,10 +219,19 @@ def _exact(pruned) -> dict:
         for w in wrappers
         for pk in w.pruned_kernels
     )
-    for producer, consumer, repeat in tfr.pruning.couplings(pruned):
-        # A removed filter also frees the rows that read it.
-        own, rows = producer.layout.canonical, consumer.layout.canonical
-        unit = max(unit, math.prod(own[:3]) + rows[0] * rows[1] * rows[3] * repeat)
+    coupled = tfr.pruning.couplings(pruned)
+    grouped = tfr.pruning.channel_groups(pruned)
+    singles = [(p,) for ps, _, _ in coupled for p in ps if len(ps) == 1]
+    for members in grouped + singles:
+        # A joint unit: filter c of every kernel of a group, with the rows
+        # of later kernels that read it (freed too).
+        ids = {id(pk) for pk in members}
+        size = sum(math.prod(pk.layout.canonical[:3]) for pk in members)
+        for producers, consumer, repeat in coupled:
+            if {id(pk) for pk in producers} <= ids:
+                rows = consumer.layout.canonical
+                size += rows[0] * rows[1] * rows[3] * repeat
+        unit = max(unit, size)
     tolerance = unit / weights
     result = {
         "sparsity": rep.sparsity,

@@ -254,3 +254,56 @@ def test_couplings_of_other_structures_or_misfit_rows_are_ignored():
     assert budget.allocate([f, f], kernels, 0.5, couplings=[(0, 1, 3)]) == (
         budget.allocate([f, f], kernels, 0.5)
     )
+
+
+def _filters(structure, view, keep):
+    return structure.project(view, keep).any(axis=(0, 1, 2))
+
+
+def test_a_group_keeps_and_removes_the_same_filters_in_every_kernel():
+    rng = np.random.default_rng(5)
+    f = structures.get("filter")
+    # Two kernels writing one 16-channel stream, read by a third.
+    kernels = [
+        rng.normal(size=(3, 3, 4, 16)),
+        rng.normal(size=(1, 1, 16, 16)) * 10.0,  # another scale: shares count
+        rng.normal(size=(1, 1, 16, 24)),
+    ]
+    coupling = ((0, 1), 2, 1)
+    keep, views = budget.select(
+        [f, f, f], kernels, 0.6, couplings=[coupling], groups=[(0, 1)]
+    )
+    assert 2 < keep[0] == keep[1] < 16
+    kept = [_filters(f, views[i], keep[i]) for i in range(3)]
+    np.testing.assert_array_equal(kept[0], kept[1])
+    # The joint unit ranks by the sum of the kernels' shares: a filter strong
+    # in only one kernel can outrank one that is middling in both.
+    shares = [np.square(k).sum(axis=(0, 1, 2)) / np.square(k).sum() for k in kernels]
+    joint = (
+        shares[0]
+        + shares[1]
+        + np.square(kernels[2]).sum(axis=(0, 1, 3)) / (np.square(kernels[2]).sum())
+    )
+    assert set(np.flatnonzero(kept[0])) == set(np.argsort(-joint)[: keep[0]])
+    # The budget is met on the weights really kept: removed channels free the
+    # reader's rows.
+    masks = [f.project(views[i], keep[i]) for i in range(3)]
+    masks[2][:, :, ~kept[0], :] = 0
+    total = sum(k.size for k in kernels)
+    unit = 3 * 3 * 4 + 16 + 24
+    assert abs(sum(np.count_nonzero(m) for m in masks) - 0.4 * total) <= unit
+    assert (
+        budget.allocate([f, f, f], kernels, 0.6, couplings=[coupling], groups=[(0, 1)])
+        == keep
+    )
+
+
+def test_groups_of_other_structures_or_widths_are_ranked_alone():
+    rng = np.random.default_rng(6)
+    f, u = structures.get("filter"), structures.get("unstructured")
+    kernels = [rng.normal(size=(1, 1, 8, 16)), rng.normal(size=(1, 1, 16, 8))]
+    for structs in ([u, f], [f, f]):  # unstructured, or 16 against 8 filters
+        alone = budget.select(structs, kernels, 0.5)
+        grouped = budget.select(structs, kernels, 0.5, groups=[(0, 1)])
+        assert grouped[0] == alone[0]
+        assert all(a is b for a, b in zip(grouped[1], alone[1], strict=True))

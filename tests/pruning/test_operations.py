@@ -28,8 +28,8 @@ def test_hard_prune_masks_the_rows_that_read_removed_filters():
     found = operations.couplings(pruned, entries)
     kernel = {w.name: w.pruned_kernels[0] for w, _ in entries}
     assert found == [
-        (kernel["c1"], kernel["c2"], 1),
-        (kernel["c2"], kernel["d1"], 16),
+        ((kernel["c1"],), kernel["c2"], 1),
+        ((kernel["c2"],), kernel["d1"], 16),
     ]
     operations.hard_prune(pruned)
     masks = {
@@ -73,8 +73,44 @@ def test_separable_convolutions_couple_through_their_pointwise_kernels():
     ][0]
     stem, head = (pruned.get_layer(n).pruned_kernels[0] for n in ("stem", "head"))
     # stem + depthwise(stem) reads stem's filters only: the Add is followed.
-    assert operations.couplings(pruned) == [(stem, pointwise, 1), (pointwise, head, 1)]
+    assert operations.couplings(pruned) == [
+        ((stem,), pointwise, 1),
+        ((pointwise,), head, 1),
+    ]
     operations.hard_prune(pruned)
     removed = ~_canonical(stem).any(axis=(0, 1, 2))
     assert removed.any()
     assert not _canonical(pointwise).any(axis=(0, 1, 3))[removed].any()
+
+
+def _residual_net():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8, 8, 3))
+    stem = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, name="stem")(x)))
+    branch = L.ReLU()(
+        L.BatchNormalization()(L.Conv2D(16, 3, padding="same", name="a")(stem))
+    )
+    stream = L.Add()([stem, L.BatchNormalization()(L.Conv2D(16, 1, name="b")(branch))])
+    h = L.Conv2D(24, 1, name="head")(L.ReLU()(stream))
+    return keras.Model(x, L.Dense(3, name="out")(L.GlobalAveragePooling2D()(h)))
+
+
+def test_filters_of_a_residual_stream_are_pruned_together():
+    pruned = tfr.apply(_residual_net(), "filter", 0.7)
+    kernel = {w.name: w.pruned_kernels[0] for w in operations.wrappers(pruned)}
+    assert operations.channel_groups(pruned) == [(kernel["stem"], kernel["b"])]
+    assert ((kernel["stem"], kernel["b"]), kernel["head"], 1) in (
+        operations.couplings(pruned)
+    )
+    operations.hard_prune(pruned)
+    removed = [~_canonical(kernel[n]).any(axis=(0, 1, 2)) for n in ("stem", "b")]
+    np.testing.assert_array_equal(removed[0], removed[1])
+    assert removed[0].any()
+    # The stream's removed channels free the rows of every reader.
+    for reader in ("a", "head"):
+        rows = _canonical(kernel[reader]).any(axis=(0, 1, 3))
+        assert not rows[removed[0]].any()
+    total = sum(int(np.prod(pk.layout.canonical)) for pk in kernel.values())
+    kept = sum(int(np.count_nonzero(_canonical(pk))) for pk in kernel.values())
+    unit = 3 * 3 * 3 + 16 + 3 * 3 * 16 + 24  # one joint filter and its rows
+    assert abs(kept - 0.3 * total) <= unit

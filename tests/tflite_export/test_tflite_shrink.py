@@ -424,3 +424,33 @@ def test_graph_gives_each_call_in_order_and_reruns_it():
         keras.ops.convert_to_numpy(model(x)),
         atol=1e-6,
     )
+
+
+def test_a_filter_pruned_residual_stream_leaves_the_shrunk_model():
+    import tf_reweight as tfr
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8, 8, 3))
+    stem = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, name="stem")(x)))
+    # 1x1 readers: a constant channel folds into their bias (see above for
+    # "same" padding, which keeps the non-zero constants).
+    h = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 1)(stem)))
+    stream = L.Add()([stem, L.BatchNormalization()(L.Conv2D(16, 1, name="b")(h))])
+    h = L.Conv2D(24, 1, name="head")(L.ReLU()(stream))
+    model = keras.Model(x, L.Dense(3)(L.GlobalAveragePooling2D()(h)))
+    _randomize_batch_norms(model)
+    pruned = tfr.apply(model, "filter", 0.7)
+    tfr.hard_prune(pruned)
+    stripped = tfr.strip(pruned)
+    kept = int(
+        np.count_nonzero(np.abs(stripped.get_layer("stem").kernel).sum((0, 1, 2)))
+    )
+    assert kept < 16
+
+    shrunk = shrink(stripped)
+
+    _assert_same_outputs(stripped, shrunk, (8, 8, 3))
+    # The channels the stream lost leave every layer that writes or reads it.
+    assert shrunk.get_layer("stem").kernel.shape[-1] == kept
+    assert shrunk.get_layer("b").kernel.shape[-1] == kept
+    assert shrunk.get_layer("head").kernel.shape[-2] == kept

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tf_reweight.core.group_structures import top_k
+from tf_reweight.core import joint
 from tf_reweight.core.structures import Structure
 
 
@@ -137,75 +137,13 @@ def _max_prune_shares(max_prune, structures, sparsity: float) -> list[float]:
     return shares
 
 
-def coupled_rows(filters: int, repeat: int, removed: np.ndarray) -> np.ndarray:
-    """The consumer input rows that read the ``removed`` producer filters.
-
-    Row ``c + r * filters`` reads filter ``c`` (``r < repeat``; see
-    `tf_reweight.core.dependency.Coupling`).
-    """
-    filters_removed = np.flatnonzero(removed)
-    return (filters_removed[:, None] + filters * np.arange(repeat)).reshape(-1)
-
-
-def coupling_fits(structure: Structure, producer_shape, consumer_shape, repeat) -> bool:
-    """Whether a coupling frees rows: the producer's structure removes whole
-    filters and the consumer has ``filters * repeat`` input rows."""
-    return bool(structure.removes_outputs) and (
-        consumer_shape[2] == producer_shape[3] * repeat
-    )
-
-
-def _valid_couplings(structures, kernels, couplings, pooled) -> list:
-    """The couplings of filter-pruned producers whose consumer's rows fit."""
-    return [
-        (p, c, int(repeat))
-        for p, c, repeat in couplings or ()
-        if p in pooled
-        and c in pooled
-        and coupling_fits(
-            structures[p], np.shape(kernels[p]), np.shape(kernels[c]), repeat
-        )
-    ]
-
-
-def _coupled_cost(kernels, valid, scores: dict) -> None:
-    """Adds each filter's downstream rows to its importance and its cost.
-
-    ``scores[i]`` is ``(energy share, weights)`` per unit; a producer's units
-    gain the share of each consumer's energy their rows hold, and their size.
-    """
-    for p, c, repeat in valid:
-        consumer = np.asarray(kernels[c], np.float64)
-        filters = np.shape(kernels[p])[3]
-        rows = np.square(consumer).sum(axis=(0, 1, 3))
-        per_filter = rows.reshape(repeat, filters).sum(axis=0)
-        share, size = scores[p]
-        total = float(np.sum(rows)) + 1e-30
-        width = consumer.shape[0] * consumer.shape[1] * consumer.shape[3] * repeat
-        scores[p] = (share + per_filter / total, size + width)
-
-
-def _kept_weights(structures, kernels, keep, sizes, valid, unit_scores) -> int:
-    """The weights kept by these keep counts, rows of removed filters excluded.
-
-    ``sizes`` maps each pooled kernel to its units' sizes."""
-    kept = 0
-    for i, unit_sizes in sizes.items():
-        kept += int(np.sum(unit_sizes[top_k(unit_scores[i], keep[i])]))
-    for p, c, repeat in valid:
-        removed = ~top_k(unit_scores[p], keep[p])
-        rows = coupled_rows(np.shape(kernels[p])[3], repeat, removed)
-        mask = structures[c].project(kernels[c], keep[c])
-        kept -= int(np.count_nonzero(mask[:, :, rows, :]))
-    return kept
-
-
 def allocate(
     structures: Sequence[Structure],
     kernels: Sequence[np.ndarray],
     sparsity: float | Sequence[float],
     max_prune: float | Sequence[float | None] | None = None,
-    couplings: Sequence[tuple[int, int, int]] | None = None,
+    couplings: Sequence[tuple] | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> list[int]:
     """Keep counts (in units) for a set of canonical kernels.
 
@@ -228,7 +166,10 @@ def allocate(
     kernels that read it (`tf_reweight.core.dependency`): removing it frees
     them too, and the hard prune masks them. Its importance adds the share of
     those kernels' energy the rows hold, and the keep counts meet the budget
-    on the weights that are really kept.
+    on the weights that are really kept. With ``groups``, filter ``c`` of
+    every kernel of a group is one joint unit (`tf_reweight.core.joint`):
+    the group's kernels keep the same number of filters, and `select` gives
+    the arrays that make them keep the same ones.
 
     A per-kernel floor keeps the ranking from emptying a layer: no kernel
     loses more than ``max_prune`` of its units (rounded so the share is never
@@ -247,10 +188,14 @@ def allocate(
             ``DEFAULT_MAX_PRUNE`` for structured kernels, or the target
             sparsity where that is higher (so a default call always meets its
             target), and no floor (1.0) for unstructured kernels.
-        couplings: ``(producer, consumer, repeat)`` kernel indices: input row
-            ``c + r * filters`` of the consumer reads filter ``c`` of the
-            producer. Only filter-pruned producers in the global ranking
-            count.
+        couplings: ``(producers, consumer, repeat)`` kernel indices: input
+            row ``c + r * filters`` of the consumer reads filter ``c`` of every
+            producer (a tuple of indices, or one index). Only filter-pruned
+            producers in the global ranking count.
+        groups: Tuples of kernel indices whose filters are merged
+            elementwise (`tf_reweight.core.dependency.Dependencies.groups`).
+            Only groups of filter-pruned kernels of one width in the global
+            ranking count; the strictest floor of a group applies to it.
 
     Returns:
         The number of units each kernel keeps. Kernels whose structure fixes
@@ -269,7 +214,27 @@ def allocate(
     >>> allocate([f, f], [np.ones((3, 3, 1, 32)), np.ones((1, 1, 64, 128))], 0.75)
     [32, 29]
     """
+    return select(structures, kernels, sparsity, max_prune, couplings, groups)[0]
+
+
+def select(
+    structures: Sequence[Structure],
+    kernels: Sequence[np.ndarray],
+    sparsity: float | Sequence[float],
+    max_prune: float | Sequence[float | None] | None = None,
+    couplings: Sequence[tuple] | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
+) -> tuple[list[int], list[np.ndarray]]:
+    """`allocate`, with the arrays each kernel's units are selected on.
+
+    Returns:
+        ``(keep, views)``: ``structures[i].project(views[i], keep[i])`` is
+        kernel ``i``'s mask. A view is the kernel itself, or for a kernel of
+        a group, `tf_reweight.core.joint.selection_view` of the group's
+        joint scores, so that its kernels keep the same filters.
+    """
     shapes = [np.shape(k) for k in kernels]
+    views = list(kernels)
     targets = [sparsity] * len(shapes) if np.isscalar(sparsity) else list(sparsity)
     shares = _max_prune_shares(
         max_prune, structures, float(sparsity) if np.isscalar(sparsity) else 0.0
@@ -279,10 +244,9 @@ def allocate(
         for s, shape, t in zip(structures, shapes, targets, strict=True)
     ]
     if not np.isscalar(sparsity):
-        return keep
+        return keep, views
     pooled = [i for i, s in enumerate(structures) if s.fixed_sparsity is None]
     sizes = {i: structures[i].unit_sizes(shapes[i]) for i in pooled}
-    units = {i: len(sizes[i]) for i in pooled}
     total = sum(math.prod(shapes[i]) for i in pooled)
     budget = (1.0 - sparsity) * total
     least = sum((1.0 - shares[i]) * float(np.sum(sizes[i])) for i in pooled)
@@ -295,33 +259,55 @@ def allocate(
             f"sparsity={sparsity}"
         )
     if len(pooled) < 2:
-        return keep
-    valid = _valid_couplings(structures, kernels, couplings, set(pooled))
-    ranked = {
+        return keep, views
+    pool = set(pooled)
+    valid = joint.valid_couplings(structures, kernels, couplings, pool)
+    members = joint.entities(
+        pooled, joint.valid_groups(structures, kernels, groups, pool)
+    )
+    base = {
         i: (_ranking_scores(structures[i], kernels[i], sizes[i]) * sizes[i], sizes[i])
         for i in pooled
     }
-    _coupled_cost(kernels, valid, ranked)
-    scores = np.concatenate([ranked[i][0] / ranked[i][1] for i in pooled])
-    owner = np.concatenate([np.full(units[i], i) for i in pooled])
-    weight = np.concatenate([ranked[i][1] for i in pooled])
-    # The units each floor protects (at least the kernel's best one) rank
+    scored = [joint.unit_scores(kernels, base, m, valid) for m in members]
+    for m, (share, cost) in zip(members, scored, strict=True):
+        for i in m if len(m) > 1 else ():
+            views[i] = joint.selection_view(structures[i], shapes[i], share / cost)
+    scores = np.concatenate([share / cost for share, cost in scored])
+    owner = np.concatenate(
+        [np.full(len(share), e) for e, (share, _) in enumerate(scored)]
+    )
+    weight = np.concatenate(
+        [np.broadcast_to(cost, share.shape) for share, cost in scored]
+    )
+    # The units each floor protects (at least the entity's best one) rank
     # first, so they count against the budget instead of being added on top.
-    for i in pooled:
-        floor = min(max(math.ceil((1.0 - shares[i]) * units[i] - 1e-9), 1), units[i])
-        mine = np.flatnonzero(owner == i)
+    for e, m in enumerate(members):
+        units = len(scored[e][0])
+        share = min(shares[i] for i in m)
+        floor = min(max(math.ceil((1.0 - share) * units - 1e-9), 1), units)
+        mine = np.flatnonzero(owner == e)
         scores[mine[np.argsort(-scores[mine], kind="stable")[:floor]]] = np.inf
     order = np.argsort(-scores, kind="stable")
     cumulative = np.cumsum(weight[order])
     protected = int(np.sum(np.isinf(scores)))
     taken = max(int(np.argmin(np.abs(cumulative - budget))) + 1, protected)
+
+    def counts(n: int) -> list[int]:
+        taken_units = np.bincount(owner[order[:n]], minlength=len(members))
+        trial = list(keep)
+        for e, m in enumerate(members):
+            for i in m:
+                trial[i] = int(taken_units[e])
+        return trial
+
     if valid:
-        unit_scores = {i: structures[i].unit_scores(kernels[i]) for i in pooled}
+        selection = {i: structures[i].unit_scores(views[i]) for i in pooled}
 
         def kept(n: int) -> int:
-            counts = np.bincount(owner[order[:n]], minlength=len(structures))
-            trial = [int(counts[i]) if i in units else k for i, k in enumerate(keep)]
-            return _kept_weights(structures, kernels, trial, sizes, valid, unit_scores)
+            return joint.kept_weights(
+                structures, views, counts(n), sizes, valid, selection
+            )
 
         # Kept weights grow with the units taken: the first count whose kept
         # weights reach the budget, or the one before it if that is closer.
@@ -332,7 +318,4 @@ def allocate(
         taken = low
         if taken > protected and budget - kept(taken - 1) < kept(taken) - budget:
             taken -= 1
-    counts = np.bincount(owner[order[:taken]], minlength=len(structures))
-    for i in pooled:
-        keep[i] = int(counts[i])
-    return keep
+    return counts(taken), views

@@ -10,12 +10,16 @@ a global budget counts the weights it frees downstream
 (`tf_reweight.core.budget.allocate`) and the hard prune masks them too.
 
 A coupling is claimed only where it is certain. An elementwise merge (Add,
-Multiply, ...) is followed only when all its inputs read the same producer
-(``x + depthwise(x)``); a residual sum of two producers' branches, a
-Concatenate, a layer that mixes channels, a nested model or any other layer
-is not followed, and a reader called more than once (a shared layer) is left
-out. The rules follow
-the channel graph `tflite_export.shrink` removes channels with.
+Multiply, ...) of producers' channels reads a constant in channel ``c`` when
+every input does, so its readers couple to *all* its producers: their rows
+are freed only when every producer loses filter ``c``. Such producers form a
+*group* (the convolutions that write one residual stream, a squeeze-and-excite
+gate and its input): a global budget ranks their filters ``c`` as one unit, so
+that they are removed together. A merge with an input that reads no producer
+(the model's input, a Concatenate, a layer that mixes channels, a nested
+model, any other layer) is not followed, and a reader called more than once
+(a shared layer) is left out. The rules follow the channel graph
+`tflite_export.shrink` removes channels with.
 """
 
 from __future__ import annotations
@@ -66,21 +70,38 @@ MIXING_ACTIVATIONS = ("softmax", "log_softmax")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Coupling:
-    """Rows of ``consumer``'s kernel that read the filters of ``producer``.
+    """Rows of ``consumer``'s kernel that read the filters of ``producers``.
 
     Input row ``c + r * filters`` of the consumer (``r < repeat``; ``repeat``
-    is above 1 after a Flatten) reads filter ``c`` of the producer.
+    is above 1 after a Flatten) reads filter ``c`` of every producer (merged
+    elementwise when there are several): it reads a constant once all of
+    them lose filter ``c``.
 
     Attributes:
-        producer: The layer (as called in the graph: a wrapper, if wrapped)
-            whose kernel's filters are read.
+        producers: The layers (as called in the graph: a wrapper, if wrapped)
+            whose kernels' filters are read, in graph order.
         consumer: The layer whose kernel reads them.
         repeat: How many input rows each filter feeds.
     """
 
-    producer: keras.layers.Layer
+    producers: tuple[keras.layers.Layer, ...]
     consumer: keras.layers.Layer
     repeat: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Dependencies:
+    """The channel dependencies of a model's graph (see `dependencies`).
+
+    Attributes:
+        couplings: One `Coupling` per consumer, in graph order.
+        groups: Disjoint tuples of two or more producers whose filters ``c``
+            are merged elementwise (a residual stream), in the order the
+            merges meet them.
+    """
+
+    couplings: list[Coupling]
+    groups: list[tuple[keras.layers.Layer, ...]]
 
 
 def _inner(op):
@@ -128,12 +149,12 @@ def _channelwise(call: walker.Call) -> bool:
 
 
 def _merge_source(call: walker.Call, source: dict):
-    """The source of an elementwise merge whose inputs all read one producer.
+    """The producers an elementwise merge's output channels read.
 
-    ``x + f(x)`` with ``f`` channel-wise (a depthwise block on its own
-    input): every input channel ``c`` reads filter ``c`` of the same
-    producer, so the sum's does too. Inputs from different producers (a
-    residual sum of two branches) have no single source.
+    Every input must read producers (with the same ``repeat`` and channel
+    count): channel ``c`` of the merge is then constant once channel ``c`` of
+    every input is, and it reads the union of their producers. ``x + f(x)``
+    with ``f`` channel-wise keeps the one producer of ``x``.
     """
     op = _inner(call.op)
     merges = isinstance(op, MERGES) or (
@@ -141,14 +162,16 @@ def _merge_source(call: walker.Call, source: dict):
     )
     if not merges or len(call.inputs) < 2 or len(call.outputs) != 1:
         return None
-    found = {
-        (id(source[id(t)][0]), source[id(t)][1]) if id(t) in source else None
-        for t in call.inputs
-    }
-    shapes = {t.shape[-1] if t.shape else None for t in call.inputs}
-    if len(found) != 1 or None in found or len(shapes) != 1:
+    if any(id(t) not in source for t in call.inputs):
         return None
-    return source[id(call.inputs[0])]
+    found = [source[id(t)] for t in call.inputs]
+    shapes = {t.shape[-1] if t.shape else None for t in call.inputs}
+    if len({repeat for _, repeat in found}) != 1 or len(shapes) != 1:
+        return None
+    producers = {}
+    for members, _ in found:
+        producers.update((id(p), p) for p in members)
+    return tuple(producers.values()), found[0][1]
 
 
 def _flattens(call: walker.Call) -> bool:
@@ -156,8 +179,8 @@ def _flattens(call: walker.Call) -> bool:
     return type(op) is L.Flatten and op.data_format == "channels_last"
 
 
-def couplings(model: keras.Model, layers) -> list[Coupling]:
-    """The filter-to-row couplings between ``layers`` in a model's graph.
+def dependencies(model: keras.Model, layers) -> Dependencies:
+    """The filter-to-row couplings and the producer groups of a model's graph.
 
     Args:
         model: A built Sequential or Functional model (wrapped layers are
@@ -169,36 +192,44 @@ def couplings(model: keras.Model, layers) -> list[Coupling]:
             Others are ignored.
 
     Returns:
-        One `Coupling` per consumer that reads, through channel-wise layers
-        only, the output of one producer; in graph order.
+        A `Dependencies`: one `Coupling` per consumer that reads, through
+        channel-wise layers and merges only, the output of producers, and the
+        groups of producers that merges tie together.
 
     Example:
     >>> x = keras.Input((8, 8, 3))
     >>> a = keras.layers.Conv2D(4, 3, name="a")(x)
-    >>> b = keras.layers.Dense(2, name="b")(keras.layers.Flatten()(a))
-    >>> model = keras.Model(x, b)
-    >>> [(c.producer.name, c.consumer.name, c.repeat)
-    ...  for c in couplings(model, model.layers)]
-    [('a', 'b', 36)]
+    >>> b = keras.layers.Conv2D(4, 3, padding="same", name="b")(a)
+    >>> c = keras.layers.Dense(2, name="c")(keras.layers.Flatten()(a + b))
+    >>> model = keras.Model(x, c)
+    >>> found = dependencies(model, model.layers)
+    >>> [([p.name for p in c.producers], c.consumer.name, c.repeat)
+    ...  for c in found.couplings]
+    [(['a'], 'b', 1), (['a', 'b'], 'c', 36)]
+    >>> [[p.name for p in group] for group in found.groups]
+    [['a', 'b']]
     """
     chosen = {id(layer) for layer in layers if _is_reader(_inner(layer))}
     model_graph = walker.graph(model)
     calls = {}
     for call in model_graph.calls:
         calls[id(call.op)] = calls.get(id(call.op), 0) + 1
-    source: dict[int, tuple[keras.layers.Layer, int]] = {}
+    source: dict[int, tuple[tuple[keras.layers.Layer, ...], int]] = {}
     found = []
+    tied: list[tuple[keras.layers.Layer, ...]] = []
     for call in model_graph.calls:
         upstream = source.get(id(call.inputs[0])) if len(call.inputs) == 1 else None
         if id(call.op) in chosen:
             if upstream is not None and calls[id(call.op)] == 1:
                 found.append(Coupling(upstream[0], call.op, upstream[1]))
             if calls[id(call.op)] == 1:
-                source[id(call.outputs[0])] = (call.op, 1)
+                source[id(call.outputs[0])] = ((call.op,), 1)
         elif upstream is not None and _channelwise(call):
             source[id(call.outputs[0])] = upstream
         elif (merged := _merge_source(call, source)) is not None:
             source[id(call.outputs[0])] = merged
+            if len(merged[0]) > 1:
+                tied.append(merged[0])
         elif upstream is not None and _flattens(call):
             before, after = call.inputs[0].shape, call.outputs[0].shape
             if before[-1] and after[-1] and after[-1] % before[-1] == 0:
@@ -206,4 +237,27 @@ def couplings(model: keras.Model, layers) -> list[Coupling]:
                     upstream[0],
                     upstream[1] * (after[-1] // before[-1]),
                 )
-    return found
+    return Dependencies(found, _components(tied))
+
+
+def _components(tied) -> list[tuple[keras.layers.Layer, ...]]:
+    """Merges overlapping tuples of layers into disjoint groups, in order."""
+    groups: list[dict[int, keras.layers.Layer]] = []
+    for members in tied:
+        merged = {id(p): p for p in members}
+        rest = []
+        for group in groups:
+            if merged.keys() & group.keys():
+                group.update(merged)
+                merged = group
+            else:
+                rest.append(group)
+        groups = [*rest, merged]
+    order = {}
+    for members in tied:
+        for p in members:
+            order.setdefault(id(p), len(order))
+    return sorted(
+        (tuple(sorted(g.values(), key=lambda p: order[id(p)])) for g in groups),
+        key=lambda g: order[id(g[0])],
+    )

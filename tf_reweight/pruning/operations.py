@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tf_reweight.core import backend_support, budget, dependency, walker
+from tf_reweight.core import backend_support, budget, dependency, joint, walker
 from tf_reweight.core.checks import check_number
 from tf_reweight.core.layouts import kernel_layouts
 from tf_reweight.pruning import importance
@@ -55,11 +55,12 @@ def allocate(model: keras.Model) -> list[tuple[PruningWrapper, PrunedKernel, int
 
 
 def _allocation(model: keras.Model) -> tuple[list[tuple], list[tuple]]:
-    """`allocate`, with the ranking view each kernel's units are chosen on.
+    """`allocate`, with the view each kernel's units are selected on.
 
     Returns:
-        ``(wrapper, kernel, keep, view)`` per kernel, and the `couplings` of
-        the global scope that the budget counted.
+        ``(wrapper, kernel, keep, view)`` per kernel (``structure.project(view,
+        keep)`` is its mask), and the `couplings` of the global scope that the
+        budget counted.
     """
     backend_support.sync_state(model)  # backend hook: JAX state mid-epoch
     entries = _entries(require_wrappers(model))
@@ -72,18 +73,20 @@ def _allocation(model: keras.Model) -> tuple[list[tuple], list[tuple]]:
     if global_ids:
         target = float(keras.ops.convert_to_numpy(entries[global_ids[0]][0].sparsity))
         position = {id(entries[i][1]): n for n, i in enumerate(global_ids)}
-        coupled = couplings(model, [entries[i] for i in global_ids])
-        counts = budget.allocate(
+        coupled, tied = _dependencies(model, [entries[i] for i in global_ids])
+        counts, chosen = budget.select(
             [entries[i][0].structure for i in global_ids],
             [views[i] for i in global_ids],
             target,
             max_prune=[entries[i][0].max_prune for i in global_ids],
             couplings=[
-                (position[id(p)], position[id(c)], repeat) for p, c, repeat in coupled
+                (tuple(position[id(p)] for p in ps), position[id(c)], repeat)
+                for ps, c, repeat in coupled
             ],
+            groups=[tuple(position[id(pk)] for pk in group) for group in tied],
         )
-        for i, k in zip(global_ids, counts, strict=True):
-            keep[i] = k
+        for i, k, view in zip(global_ids, counts, chosen, strict=True):
+            keep[i], views[i] = k, view
     for i in local_ids:
         w, pk = entries[i]
         keep[i] = w.structure.keep_for(
@@ -95,25 +98,10 @@ def _allocation(model: keras.Model) -> tuple[list[tuple], list[tuple]]:
     return rows, coupled
 
 
-def couplings(
-    model: keras.Model,
-    entries: list[tuple[PruningWrapper, PrunedKernel]] | None = None,
-) -> list[tuple[PrunedKernel, PrunedKernel, int]]:
-    """The filter-to-row couplings between pruned kernels of a model's graph.
-
-    A wrapper's filters are those of its output kernel (the pointwise kernel
-    of a SeparableConv2D), and its input rows those of the same kernel.
-
-    Args:
-        model: A model with `PruningWrapper` layers.
-        entries: ``(wrapper, kernel)`` pairs that may couple. None: those of
-            every wrapper in the global scope.
-
-    Returns:
-        ``(producer, consumer, repeat)`` kernels: input row
-        ``c + r * filters`` of the consumer kernel reads filter ``c`` of the
-        producer kernel (see `tf_reweight.core.dependency`).
-    """
+def _dependencies(
+    model: keras.Model, entries: list[tuple[PruningWrapper, PrunedKernel]] | None
+) -> tuple[list[tuple], list[tuple]]:
+    """`couplings` and `groups` of ``entries``, from one walk of the graph."""
     if entries is None:
         entries = [e for e in _entries(wrappers(model)) if e[0].scope == "global"]
     output = {}
@@ -129,34 +117,79 @@ def couplings(
             layer = layer.layer
         return None
 
-    result = []
+    coupled, tied = [], []
     for graph_model in walker.graph_models(model):
         found = {id(layer): pruning_wrapper(layer) for layer in graph_model.layers}
         layers = [x for x in graph_model.layers if found[id(x)] is not None]
-        result += [
-            (
-                output[id(found[id(c.producer)])],
-                output[id(found[id(c.consumer)])],
-                c.repeat,
-            )
-            for c in dependency.couplings(graph_model, layers)
+
+        def kernel(layer, found=found):
+            return output[id(found[id(layer)])]
+
+        graph = dependency.dependencies(graph_model, layers)
+        coupled += [
+            (tuple(kernel(p) for p in c.producers), kernel(c.consumer), c.repeat)
+            for c in graph.couplings
         ]
-    return result
+        tied += [tuple(kernel(p) for p in group) for group in graph.groups]
+    return coupled, tied
+
+
+def couplings(
+    model: keras.Model,
+    entries: list[tuple[PruningWrapper, PrunedKernel]] | None = None,
+) -> list[tuple[tuple[PrunedKernel, ...], PrunedKernel, int]]:
+    """The filter-to-row couplings between pruned kernels of a model's graph.
+
+    A wrapper's filters are those of its output kernel (the pointwise kernel
+    of a SeparableConv2D), and its input rows those of the same kernel.
+
+    Args:
+        model: A model with `PruningWrapper` layers.
+        entries: ``(wrapper, kernel)`` pairs that may couple. None: those of
+            every wrapper in the global scope.
+
+    Returns:
+        ``(producers, consumer, repeat)``: input row ``c + r * filters`` of
+        the consumer kernel reads filter ``c`` of every producer kernel (one,
+        or several merged elementwise; see `tf_reweight.core.dependency`).
+    """
+    return _dependencies(model, entries)[0]
+
+
+def channel_groups(
+    model: keras.Model,
+    entries: list[tuple[PruningWrapper, PrunedKernel]] | None = None,
+) -> list[tuple[PrunedKernel, ...]]:
+    """The pruned kernels whose filters are merged elementwise (residual streams).
+
+    A global filter budget keeps and removes filter ``c`` of a group's
+    kernels together. Arguments as `couplings`.
+
+    Returns:
+        Disjoint tuples of two or more output kernels.
+    """
+    return _dependencies(model, entries)[1]
 
 
 def _mask_coupled_rows(model: keras.Model, coupled: list[tuple]) -> None:
     """Masks the kernel rows that read filters pruned away (see `couplings`)."""
     structure = {id(pk): w.structure for w, pk in _entries(wrappers(model))}
-    for producer, consumer, repeat in coupled:
-        mask4 = producer.layout.to_canonical(keras.ops.convert_to_numpy(producer.mask))
+    for producers, consumer, repeat in coupled:
+        masks = [
+            p.layout.to_canonical(keras.ops.convert_to_numpy(p.mask)) for p in producers
+        ]
         consumer_mask = consumer.layout.to_canonical(
             keras.ops.convert_to_numpy(consumer.mask)
         ).copy()
-        fits = budget.coupling_fits(
-            structure[id(producer)], mask4.shape, consumer_mask.shape, repeat
+        fits = all(
+            joint.coupling_fits(structure[id(p)], m.shape, consumer_mask.shape, repeat)
+            for p, m in zip(producers, masks, strict=True)
         )
-        rows = budget.coupled_rows(mask4.shape[3], repeat, ~mask4.any(axis=(0, 1, 2)))
-        if fits and rows.size:
+        if not fits or len({m.shape[3] for m in masks}) != 1:
+            continue
+        removed = np.logical_and.reduce([~m.any(axis=(0, 1, 2)) for m in masks])
+        rows = joint.coupled_rows(masks[0].shape[3], repeat, removed)
+        if rows.size:
             consumer_mask[:, :, rows, :] = 0.0
             consumer.assign_mask(consumer_mask)
 
