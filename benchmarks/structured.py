@@ -36,7 +36,8 @@ appended to ``--results`` (default ``benchmarks/results/structured.json``)
 as soon as they are measured; a record whose key is already there is
 skipped, so an interrupted run resumes. Records of older settings stay in
 the file marked ``"superseded": true`` and are left out of the printed
-table. Run (data from ``TF_REWEIGHT_DATA_DIR``):
+table; a superseded record does not stop its key from being measured again.
+Run (data from ``TF_REWEIGHT_DATA_DIR``):
 
     python benchmarks/structured.py --datasets mnist --train-limit 20000 \
         --dense-epochs 16 --unstructured-max-prune default,0.9
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     args.target = tfr.parse_target(args.target)
     command = records.command("structured", argv)
     store = records.Store(args.results, KEY_FIELDS)
-    done = store.keys()
+    done = store.keys(lambda r: not r.get("superseded"))  # superseded: rerun
     structures = [s for s in args.structures.split(",") if s]
     for dataset in args.datasets.split(","):
         data = _slices(args, dataset)

@@ -54,6 +54,14 @@ def test_records_are_measured_resumed_and_tabled(data_dir, tmp_path, capsys):
     assert structured.main(argv) == 0  # everything is already there
     assert json.loads(results.read_text()) == records
 
+    # A superseded record is measured again; the old one stays, marked.
+    records[-1]["superseded"] = True
+    results.write_text(json.dumps(records))
+    assert structured.main(argv) == 0
+    again = json.loads(results.read_text())
+    assert again[:-1] == records
+    assert again[-1]["structure"] == "filter" and "superseded" not in again[-1]
+
 
 def test_table_leaves_out_superseded_records():
     from benchmarks import structured
