@@ -111,6 +111,11 @@ def record_key(record: dict, fields: Sequence[str]) -> tuple:
 class Store:
     """A results file whose records are keyed by some of their fields.
 
+    A record marked ``"superseded": true`` (measured by code or settings that
+    have since changed) stays in the file for the history, but no longer
+    counts as measured: `keys` and `has` leave it out, so a resumed run
+    measures its key again.
+
     Args:
         path: The results file (see `load` and `append`).
         fields: The fields that identify a measurement: a record with the
@@ -130,8 +135,13 @@ class Store:
         return record_key(record, self.fields)
 
     def keys(self, where: Callable[[dict], bool] | None = None) -> set[tuple]:
-        """The keys of the stored records (those ``where`` accepts, if given)."""
-        return {self.key(r) for r in self.records() if where is None or where(r)}
+        """The keys of the stored records that are not superseded (and that
+        ``where`` accepts, if given)."""
+        return {
+            self.key(r)
+            for r in self.records()
+            if not r.get("superseded") and (where is None or where(r))
+        }
 
     def has(self, record: dict) -> bool:
         """Whether a record with the key of ``record`` is stored."""

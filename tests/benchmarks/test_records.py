@@ -95,3 +95,12 @@ def test_penalty_arguments_and_labels_take_auto():
     with pytest.raises(ValueError):
         records.number_or_auto("Auto")
     assert records.label("auto") == "auto" and records.label(1e-05) == "1e-05"
+
+
+def test_superseded_records_stay_but_no_longer_count_as_measured(tmp_path):
+    store = records.Store(tmp_path / "r.json", ("model",))
+    store.add({"model": "lenet5", "accuracy": 0.5, "superseded": True})
+    assert not store.has({"model": "lenet5"}) and store.keys() == set()
+    store.add({"model": "lenet5", "accuracy": 0.9})
+    assert store.has({"model": "lenet5"})
+    assert [r["accuracy"] for r in store.records()] == [0.5, 0.9]
