@@ -550,6 +550,28 @@ def table(records: list[dict]) -> str:
                 failures.setdefault((check, message), []).append(cell)
     for (check, message), where in sorted(failures.items(), key=lambda kv: -len(kv[1])):
         lines.append(f"- {check}: `{message}` ({len(where)}): " + ", ".join(where))
+    return "\n".join(lines + ["", shrink_table(records)])
+
+
+def shrink_table(records: list[dict]) -> str:
+    """MACs before and after `tflite_export.shrink` of the filter cells at 4x."""
+    shrunk = {}
+    for r in records:  # the latest record of a cell wins
+        check = r.get("checks", {}).get("shrink", {})
+        if r["structure"] == "filter" and check.get("status") == "pass":
+            shrunk[(r["model"], r["backend"])] = (check, r.get("commit", ""))
+    lines = [
+        "Shrink of the filter cells (4x fewer weights): MACs before and after.",
+        "",
+        "| model | backend | MACs before | MACs after | MAC ratio | commit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (model, backend), (check, commit) in shrunk.items():
+        before, after = check["macs_before"], check["macs_after"]
+        lines.append(
+            f"| {model} | {backend} | {before:,} | {after:,} "
+            f"| {check['mac_ratio']:.2f}x | {commit} |"
+        )
     return "\n".join(lines)
 
 

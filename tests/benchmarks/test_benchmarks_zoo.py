@@ -77,6 +77,28 @@ def test_table_counts_and_lists_failures():
     assert "| M | 5/7 FK | crash |" in text
     assert "- fit: `TypeError: bad` (1): jax M filter" in text
     assert "- crash: `worker x` (1): jax M 2:4" in text
+    assert "| M |" not in zoo.shrink_table(records)  # its shrink failed
+
+
+def test_shrink_table_keeps_the_latest_record_of_a_cell():
+    shrink = {
+        "status": "pass",
+        "macs_before": 4000,
+        "macs_after": 2000,
+        "mac_ratio": 2.0,
+    }
+    old = {"backend": "tensorflow", "model": "M", "structure": "filter", "commit": "a"}
+    new = {**old, "commit": "b"}
+    records = [
+        {
+            **old,
+            "checks": {"shrink": {**shrink, "macs_after": 3000, "mac_ratio": 1.33}},
+        },
+        {**new, "checks": {"shrink": shrink}},
+    ]
+    lines = zoo.shrink_table(records).splitlines()
+    assert lines[-1] == "| M | tensorflow | 4,000 | 2,000 | 2.00x | b |"
+    assert sum(line.startswith("| M |") for line in lines) == 1
 
 
 def test_unknown_names_raise_before_running(tmp_path):
