@@ -1,6 +1,6 @@
 """Robust compression: accuracy and PGD accuracy of adversarially pruned models.
 
-Two suites, each starting every method from the same adversarially trained
+Three suites, each starting every method from the same adversarially trained
 dense checkpoint (cached outside the repository under ``--cache-dir``,
 default ``~/.cache/tf_reweight/bench``) with the same epoch budget
 ``--epochs P R`` (P penalized epochs, R masked retraining epochs, all of
@@ -9,7 +9,35 @@ them adversarial; `tf_reweight.robust.mrpf.adversarial_prune`):
 - ``mnist``: LeNet-5, eps 0.3, PGD-7 adversarial training (step
   ``2.5 * eps / 7``), PGD-40 evaluation with step 0.01;
 - ``cifar10``: ResNet-20, eps 8/255, FGSM-RS adversarial training (Wong et
-  al., step ``1.25 * eps``), PGD-10 evaluation with step 2/255.
+  al., step ``1.25 * eps``), PGD-10 evaluation with step 2/255;
+- ``cifar10-paper``: the paper scale, for one GPU: ResNet-18 (11.2M prunable
+  weights) on all 50,000 training images, the attacks of ``cifar10``, 15
+  dense FGSM-RS epochs, 3 + 3 epochs per method, PGD-10 on the first 2,000
+  test images, batch 500 (50,000 = 100 x 500: no ragged last batch for XLA
+  to compile again), mixed precision (``mixed_bfloat16``) and XLA-compiled
+  steps; methods ``reweighted_auto`` against ``admm`` (global ranking) and
+  ``mrs_reweighted_auto`` against ``uniform_reweighted_auto``. Records go
+  to ``benchmarks/results/robust_paper.json``.
+
+Time of ``cifar10-paper`` on one H200 (an estimate: the suite has not run on
+a GPU yet): an FGSM-RS epoch of ResNet-18 on 50,000 images costs about 7
+forward passes (0.56 GMAC each) per image, roughly 8-15 s in bfloat16 with
+XLA (10 s planned); each `fit` adds about 30 s of XLA compilation; each pruning run
+adds its NumPy work on the 11.2M weights (allocations at every refresh, the
+penalty calibration, the hard prune: 7 s each on two busy CPU cores, about
+2-3 s on an idle host, some 12 s a run), loading and evaluation (about 15 s,
+PGD-10 on 2,000 images included). Dense: 15 x 10 + 30 = 180 s; each of the
+four methods: 6 x 10 + 30 + 12 + 15 = about 120 s (the MRS probe adds
+about 10 s); with start-up, about 12 minutes in all (10.5 at 8 s an epoch,
+15 at 15 s). Records are appended one by one, so a run that stops resumes
+where it stopped as long as ``--cache-dir`` (the dense checkpoint) is kept.
+
+Speed switches: ``--mixed-precision [POLICY]`` (``mixed_bfloat16``,
+``mixed_float16`` or ``off``) sets Keras' global dtype policy for the run
+(`speed`; on by default in ``cifar10-paper`` only). Steps are XLA-compiled by
+Keras' own default (``jit_compile="auto"``: XLA on a GPU, not on a CPU). The
+data path is Keras' own (in-memory arrays, shuffled and batched by a
+prefetching `tf.data` pipeline).
 
 Methods (`VARIANTS`; adding one is one entry): ``reweighted`` (bounded, the
 default of adversarial pruning; ``reweighted_unbounded`` without) and ``admm``
@@ -18,7 +46,8 @@ rank units globally across layers (one budget for the model);
 Sensitivity (MRPF, `tf_reweight.robust.mrpf.mrpf`; worst-case relative weight
 perturbation probe), ``mrs_prune_reweighted`` by the magnitude-pruning probe
 of MRS, and ``uniform_reweighted`` gives every layer the same ratio, all at
-exactly the same number of kept weights. ``rate`` is dense / nonzero weights
+exactly the same number of kept weights; the ``_auto`` variants let
+reweighting choose its penalty and eps. ``rate`` is dense / nonzero weights
 over all prunable kernels (biases and BatchNorm excluded).
 
 With ``--recalibrate-bn N`` each pruned model is evaluated twice: as
@@ -27,20 +56,29 @@ BatchNorm statistics on N clean training images (``recal_accuracy`` and
 ``recal_robust_accuracy``); adversarial training leaves statistics of
 adversarial inputs behind.
 
-Clean ``accuracy`` uses the whole test set; ``robust_accuracy`` attacks its
-first ``eval_samples`` images (one random start). Records are appended to
-``benchmarks/results/robust.json`` (``robust_quick.json`` with ``--quick``);
+Clean ``accuracy`` uses the whole test set (the first ``--test-limit``
+images if given); ``robust_accuracy`` attacks its first ``eval_samples``
+images (one random start). Records are appended to
+``benchmarks/results/robust.json`` (``robust_paper.json`` for
+``cifar10-paper``; ``_quick`` before ``.json`` with ``--quick``, alias
+``--tiny``), each with the ``device`` it ran on (``"gpu"`` or ``"cpu"``);
 a record whose key is already there is skipped, so a run resumes.
 ``--seed`` seeds the dense checkpoint and the pruning runs; ``--prune-seed``
 reruns the pruning from the same dense checkpoint with another seed.
+``--quick`` of ``cifar10-paper`` is a smoke run of the same code path (32
+training images, one method, mixed precision, XLA only on a GPU): about 1.5
+minutes on two busy CPU cores.
 
     python benchmarks/robust.py --suite mnist
     python benchmarks/robust.py --suite cifar10 --quick
+    python benchmarks/robust.py --suite cifar10-paper        # on one GPU
+    python benchmarks/robust.py --suite cifar10-paper --quick  # CPU smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -122,6 +160,16 @@ VARIANTS = {
 DEFAULT_METHODS = (
     "reweighted,admm,mrs_reweighted,mrs_prune_reweighted,uniform_reweighted"
 )
+# What a suite leaves unset. ``mixed_precision`` is a Keras dtype policy or
+# "off"; ``results_name`` names the results file (``<name>.json``, or
+# ``<name>_quick.json``).
+DEFAULTS = {
+    "methods": DEFAULT_METHODS,
+    "batch_size": 128,
+    "probe_size": 512,
+    "mixed_precision": "off",
+    "results_name": "robust",
+}
 
 SUITES = {
     "mnist": {
@@ -151,6 +199,32 @@ SUITES = {
         "eval_limit": 1000,
     },
 }
+# The paper scale (Fan et al., Bai et al.: ResNet-18, all 50,000 images), sized
+# for about 12 minutes on one H200 (see the module docstring for the estimate).
+SUITES["cifar10-paper"] = {
+    **SUITES["cifar10"],
+    "model": "resnet18",
+    "adv_epochs": 15,
+    "epochs": (3, 3),
+    "eval_limit": 2000,
+    # 50,000 = 100 x 500: no ragged last batch, which XLA compiles once more.
+    "batch_size": 500,
+    "methods": "reweighted_auto,admm,mrs_reweighted_auto,uniform_reweighted_auto",
+    "mixed_precision": "mixed_bfloat16",
+    "results_name": "robust_paper",
+    # On top of QUICK: a smoke run of the same code path, about 1.5 minutes on
+    # two busy CPU cores, mixed precision included.
+    "quick": {
+        "train_limit": 32,
+        "test_limit": 64,
+        "eval_limit": 16,
+        "eval_steps": 2,
+        "probe_size": 32,
+        "epochs": (1, 1),
+        "batch_size": 32,
+        "methods": "reweighted_auto",
+    },
+}
 QUICK = {
     "train_limit": 2048,
     "adv_epochs": 1,
@@ -162,8 +236,8 @@ QUICK = {
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suite", default="mnist", choices=sorted(SUITES))
-    p.add_argument("--quick", action="store_true", help="a tiny run")
-    p.add_argument("--methods", default=DEFAULT_METHODS, help=f"of {list(VARIANTS)}")
+    p.add_argument("--quick", "--tiny", action="store_true", help="a tiny run")
+    p.add_argument("--methods", default=None, help=f"of {list(VARIANTS)}")
     p.add_argument("--rate", type=float, default=16.0, help="target compression")
     p.add_argument("--structure", default="unstructured")
     p.add_argument("--epochs", type=int, nargs=2, default=None, metavar=("P", "R"))
@@ -174,8 +248,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--step-size", type=float, default=None, help="training attack")
     p.add_argument("--eval-steps", type=int, default=None)
     p.add_argument("--eval-limit", type=int, default=None, help="PGD test images")
+    p.add_argument(
+        "--test-limit", type=int, default=None, help="clean accuracy: first N images"
+    )
     p.add_argument("--max-ratio", type=float, default=None, help="MRS allocation")
-    p.add_argument("--probe-size", type=int, default=512, help="MRS probe images")
+    p.add_argument("--probe-size", type=int, default=None, help="MRS probe images")
     p.add_argument(
         "--probe-ratio", type=float, default=0.5, help="MRS pruning probe ratio"
     )
@@ -187,7 +264,15 @@ def _parser() -> argparse.ArgumentParser:
         help="also evaluate after recomputing BatchNorm statistics on N images",
     )
     p.add_argument("--train-limit", type=int, default=None, help="first N images")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument(
+        "--mixed-precision",
+        nargs="?",
+        const="mixed_bfloat16",
+        default=None,
+        choices=["mixed_bfloat16", "mixed_float16", "off"],
+        help="a Keras dtype policy for the run (bare: mixed_bfloat16), or off",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0, help="dense training and pruning")
     p.add_argument(
@@ -208,9 +293,10 @@ def _parser() -> argparse.ArgumentParser:
 def _configure(argv: list[str]) -> argparse.Namespace:
     """Parses ``argv`` and fills unset options from the suite (and ``--quick``)."""
     args = _parser().parse_args(argv)
-    settings = dict(SUITES[args.suite])
+    settings = {**DEFAULTS, **SUITES[args.suite]}
+    quick = settings.pop("quick", {})
     if args.quick:
-        settings.update(QUICK)
+        settings.update({**QUICK, **quick})
     for name, value in settings.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
@@ -251,6 +337,32 @@ def train_attack(args) -> str:
     return attacks(args)[0].label
 
 
+def device() -> str:
+    """``"gpu"`` when TensorFlow sees a GPU, else ``"cpu"``."""
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+@contextlib.contextmanager
+def speed(args):
+    """The run's mixed precision policy, undone on exit.
+
+    ``args.mixed_precision`` (unless "off") becomes Keras' global dtype
+    policy, so the models built inside compute in bfloat16 (or float16) with
+    float32 variables; a saved checkpoint keeps its layers' policy.
+    """
+    import keras
+
+    policy = keras.mixed_precision.global_policy()
+    try:
+        if args.mixed_precision != "off":
+            keras.mixed_precision.set_global_policy(args.mixed_precision)
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
 # The fields that identify a record: a run skips the methods already stored.
 KEY_FIELDS = (
     "method",
@@ -263,7 +375,9 @@ KEY_FIELDS = (
     "attack",
     "eval_samples",
     "train_samples",
+    "test_samples",
     "recalibrate_bn",
+    "precision",
     "max_ratio",
     "probe_ratio",
     "seed",
@@ -281,12 +395,15 @@ class Bench:
 
         self.args = args
         self.keras = keras
-        train, self.test = data.load(args.dataset, args.data_dir)
+        train, test = data.load(args.dataset, args.data_dir)
         self.train = (train[0][: args.train_limit], train[1][: args.train_limit])
+        self.test = (test[0][: args.test_limit], test[1][: args.test_limit])
         stem = (
             f"{args.model}_{args.dataset}_{train_attack(args)}_eps{args.eps:.4g}"
             f"_c{args.pretrain_epochs}_a{args.adv_epochs}_n{len(self.train[1])}"
             f"_s{args.seed}"
+            + (f"_b{args.batch_size}" if args.batch_size != 128 else "")
+            + (f"_{args.mixed_precision}" if args.mixed_precision != "off" else "")
         )
         self.dir = Path(args.cache_dir).expanduser() / "robust" / stem
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -456,8 +573,14 @@ def measure(args, results: Path, command: str) -> int:
         "attack": f"pgd-{args.eval_steps}",
         "eval_step_size": args.eval_step_size,
         "train_samples": len(bench.train[1]),
+        **({} if args.test_limit is None else {"test_samples": len(bench.test[1])}),
         "dense_adv_epochs": args.adv_epochs,
+        "batch_size": args.batch_size,
+        "device": device(),
         **({"recalibrate_bn": args.recalibrate_bn} if args.recalibrate_bn else {}),
+        **(
+            {"precision": args.mixed_precision} if args.mixed_precision != "off" else {}
+        ),
         **({"max_ratio": args.max_ratio} if args.max_ratio else {}),
         **({"probe_ratio": args.probe_ratio} if args.probe_ratio != 0.5 else {}),
         **({"seed": args.seed} if args.seed else {}),
@@ -515,12 +638,18 @@ def table(stored: list[dict], args) -> str:
         "eval_samples": args.eval_limit,
         "recalibrate_bn": args.recalibrate_bn or None,
         "dense_adv_epochs": args.adv_epochs,
+        "precision": None if args.mixed_precision == "off" else args.mixed_precision,
     }
     same = [
         r
         for r in stored
         if all(r.get(k) == v for k, v in wanted.items())
         and (args.train_limit is None or r["train_samples"] <= args.train_limit)
+        and (
+            r.get("test_samples") is None
+            if args.test_limit is None
+            else r.get("test_samples", args.test_limit + 1) <= args.test_limit
+        )
         and (
             r["method"] == "dense"
             or (r["epochs"], r["target_rate"]) == (sum(args.epochs), args.rate)
@@ -573,14 +702,22 @@ def table(stored: list[dict], args) -> str:
     return "\n".join(out)
 
 
+def results_path(args) -> Path:
+    """``--results``, else the suite's file (``_quick`` with ``--quick``)."""
+    if args.results:
+        return Path(args.results)
+    suffix = "_quick" if args.quick else ""
+    return HERE / "results" / f"{args.results_name}{suffix}.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _configure(argv)
-    default = "robust_quick.json" if args.quick else "robust.json"
-    results = Path(args.results) if args.results else HERE / "results" / default
+    results = results_path(args)
     command = records.command("robust", argv)
     print(f"Command: {command}\nResults: {results}", flush=True)
-    failures = measure(args, results, command)
+    with speed(args):
+        failures = measure(args, results, command)
     print(table(records.load(results), args), flush=True)
     return 1 if failures else 0
 

@@ -107,6 +107,77 @@ def test_quick_suite_settings(robust):
         robust._configure(["--methods", "reweighted,obd"])
 
 
+def test_paper_suite_settings(robust):
+    args = robust._configure(["--suite", "cifar10-paper"])
+    assert (args.model, args.dataset, args.attack) == ("resnet18", "cifar10", "fgsm")
+    assert args.train_limit is None and args.eval_steps == 10
+    assert (args.adv_epochs, args.epochs, args.batch_size) == (15, (3, 3), 500)
+    assert args.mixed_precision == "mixed_bfloat16"
+    assert robust._names(args.methods) == [
+        "reweighted_auto",
+        "admm",
+        "mrs_reweighted_auto",
+        "uniform_reweighted_auto",
+    ]
+    assert robust.results_path(args).name == "robust_paper.json"
+    tiny = robust._configure(["--suite", "cifar10-paper", "--tiny"])
+    assert tiny.quick and robust.results_path(tiny).name == "robust_paper_quick.json"
+    assert tiny.train_limit == 32 and tiny.mixed_precision == "mixed_bfloat16"
+    off = ["--mixed-precision", "off", "--batch-size", "256"]
+    args = robust._configure(["--suite", "cifar10-paper", *off])
+    assert (args.mixed_precision, args.batch_size) == ("off", 256)
+    # The other suites keep their settings: float32, batch 128.
+    args = robust._configure(["--suite", "cifar10"])
+    assert (args.mixed_precision, args.batch_size) == ("off", 128)
+    assert robust.results_path(args).name == "robust.json"
+
+
+def test_speed_sets_the_policy_for_the_run_only(robust):
+    import keras
+
+    args = robust._configure(["--suite", "cifar10-paper"])
+    with robust.speed(args):
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        assert model.layers[0].dtype_policy.name == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_paper_suite_quick_run_records_the_device(robust, data_dir, tmp_path):
+    """The paper-scale suite's smoke run: ResNet-18, mixed precision, on CPU."""
+    import keras
+
+    results = tmp_path / "robust_paper.json"
+    argv = [
+        "--suite=cifar10-paper",
+        "--quick",
+        f"--data-dir={data_dir}",
+        f"--cache-dir={tmp_path / 'cache'}",
+        f"--results={results}",
+    ]
+    assert robust.main(argv) == 0
+    assert keras.mixed_precision.global_policy().name == "float32"
+    dense, pruned = json.loads(results.read_text())
+    assert [dense["method"], pruned["method"]] == ["dense", "reweighted_auto"]
+    for r in (dense, pruned):
+        assert FIELDS | {"device", "precision", "batch_size", "train_attack"} <= set(r)
+        assert r["device"] == robust.device() and r["device"] in ("cpu", "gpu")
+        assert (r["model"], r["precision"], r["batch_size"]) == (
+            "resnet18",
+            "mixed_bfloat16",
+            32,
+        )
+        assert (r["train_samples"], r["test_samples"], r["eval_samples"]) == (
+            32,
+            64,
+            16,
+        )
+        assert r["attack"] == "pgd-2" and r["train_attack"] == "fgsm-rs"
+    assert pruned["rate"] == pytest.approx(16, rel=0.01) and pruned["epochs"] == 2
+    assert robust.main(argv) == 0  # resumed: nothing measured again
+    assert json.loads(results.read_text()) == [dense, pruned]
+
+
 def test_batchnorm_recalibration_is_measured_too(robust, data_dir, tmp_path):
     results = tmp_path / "robust.json"
     argv = [

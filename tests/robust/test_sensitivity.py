@@ -175,3 +175,24 @@ def test_prunable_layers_follow_the_model_and_the_names():
     )
     assert [n for n, _ in prunable_layers(model)] == ["a", "b"]
     assert [n for n, _ in prunable_layers(model, ["b"])] == ["b"]
+
+
+def test_scores_are_float32_under_mixed_precision(probe):
+    x, y = probe[0][:256], probe[1][:256]
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((784,)), keras.layers.Dense(8), keras.layers.Dense(10)]
+        )
+        table = module_robustness_sensitivity(
+            model, x, y, Attack(epsilon=0.0, steps=1), mode="prune"
+        )
+        logits = keras.ops.cast(model(x, training=False), "float32")
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        expected = float(loss(y, logits))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # bfloat16 keeps about 3 significant digits; the loss of bfloat16 logits
+    # is computed in float32.
+    assert table.base_loss == pytest.approx(expected, rel=1e-5)

@@ -173,7 +173,8 @@ def module_robustness_sensitivity(
     y = tf.cast(y, tf.int64)
 
     def adv_loss():
-        logits = model(x_adv, training=False)
+        # In float32 under mixed precision: bfloat16 rounds the scores.
+        logits = tf.cast(model(x_adv, training=False), tf.float32)
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
 
     base = float(adv_loss())
