@@ -282,12 +282,18 @@ def select(
     )
     # The units each floor protects (at least the entity's best one) rank
     # first, so they count against the budget instead of being added on top.
+    start = 0
     for e, m in enumerate(members):
         units = len(scored[e][0])
         share = min(shares[i] for i in m)
         floor = min(max(math.ceil((1.0 - share) * units - 1e-9), 1), units)
-        mine = np.flatnonzero(owner == e)
-        scores[mine[np.argsort(-scores[mine], kind="stable")[:floor]]] = np.inf
+        mine, start = np.arange(start, start + units), start + units
+        best = (
+            [np.argmax(scores[mine])]  # the first best, as a stable sort gives
+            if floor == 1
+            else np.argsort(-scores[mine], kind="stable")[:floor]
+        )
+        scores[mine[best]] = np.inf
     order = np.argsort(-scores, kind="stable")
     cumulative = np.cumsum(weight[order])
     protected = int(np.sum(np.isinf(scores)))
@@ -303,10 +309,11 @@ def select(
 
     if valid:
         selection = {i: structures[i].unit_scores(views[i]) for i in pooled}
+        masks: dict = {}
 
         def kept(n: int) -> int:
             return joint.kept_weights(
-                structures, views, counts(n), sizes, valid, selection
+                structures, views, counts(n), sizes, valid, selection, masks
             )
 
         # Kept weights grow with the units taken: the first count whose kept

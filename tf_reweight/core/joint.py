@@ -135,12 +135,14 @@ def selection_view(structure: Structure, shape4, scores: np.ndarray) -> np.ndarr
     )
 
 
-def kept_weights(structures, views, keep, sizes, valid, selection) -> int:
+def kept_weights(structures, views, keep, sizes, valid, selection, masks) -> int:
     """The weights kept by these keep counts, rows of removed filters excluded.
 
     ``views`` are the arrays units are selected on (see `selection_view`),
     ``sizes`` maps each pooled kernel to its units' sizes and ``selection``
     to the scores its units are kept by (``unit_scores`` of its view).
+    ``masks`` caches the weights each input row of a consumer keeps, by
+    ``(kernel, keep)``, across calls.
     """
     kept = 0
     for i, unit_sizes in sizes.items():
@@ -148,6 +150,9 @@ def kept_weights(structures, views, keep, sizes, valid, selection) -> int:
     for found, consumer, repeat in valid:
         removed = np.logical_and.reduce([~top_k(selection[p], keep[p]) for p in found])
         rows = coupled_rows(np.shape(views[found[0]])[3], repeat, removed)
-        mask = structures[consumer].project(views[consumer], keep[consumer])
-        kept -= int(np.count_nonzero(mask[:, :, rows, :]))
+        key = (consumer, keep[consumer])
+        if key not in masks:  # the weights each input row keeps
+            mask = structures[consumer].project(views[consumer], keep[consumer])
+            masks[key] = np.count_nonzero(mask, axis=(0, 1, 3))
+        kept -= int(np.sum(masks[key][rows]))
     return kept
