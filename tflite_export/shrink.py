@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 import tf_reweight as tfr
+from tf_reweight.core import dependency
 from tflite_export.shrink_graph import (
     Analysis,
     Node,
@@ -175,6 +176,8 @@ def _rewrite(analysis: Analysis, node: Node) -> tuple[dict, list | None]:
         return {}, [kernel[:, :, kept], *(b[kept] for b in rest)]
     if isinstance(layer, L.BatchNormalization):
         return {}, [w[kept] for w in layer.get_weights()]
+    if dependency.is_layer_scale(layer):  # ConvNeXt: one gamma per channel
+        return {"projection_dim": len(kept)}, [layer.get_weights()[0][kept]]
     if isinstance(layer, L.Rescaling):
         return {
             "scale": _sliced_parameter(layer.scale, kept),

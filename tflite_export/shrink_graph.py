@@ -246,6 +246,8 @@ class Analysis:
             and getattr(op.activation, "__name__", "") in MIXING_ACTIVATIONS
         ):
             return "mixing", None
+        if dependency.is_layer_scale(op):
+            return "pointwise", None
         followed = (*READERS, L.DepthwiseConv2D, *_SPATIAL, *_PADS, *_POINTWISE)
         followed += (*_MERGES, L.Concatenate)
         if type(op) not in followed:

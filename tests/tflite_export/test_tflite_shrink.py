@@ -454,3 +454,30 @@ def test_a_filter_pruned_residual_stream_leaves_the_shrunk_model():
     assert shrunk.get_layer("stem").kernel.shape[-1] == kept
     assert shrunk.get_layer("b").kernel.shape[-1] == kept
     assert shrunk.get_layer("head").kernel.shape[-2] == kept
+
+
+def test_convnext_layer_scale_is_followed():
+    # Keras does not export ConvNeXt's LayerScale; this pins where it lives.
+    from keras.src.applications.convnext import LayerScale
+
+    from tf_reweight.core import dependency
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6, 6, 3))
+    a = L.Conv2D(8, 1, name="a")(x)
+    scaled = LayerScale(0.5, 8, name="scale")(a)
+    b = L.Conv2D(4, 1, name="b")(scaled)
+    model = keras.Model(x, b)
+    layer_scale = model.get_layer("scale")
+    assert dependency.is_layer_scale(layer_scale)
+    layer_scale.gamma.assign(np.linspace(0.5, 2.0, 8).astype("float32"))
+    found = dependency.dependencies(model, model.layers).couplings
+    assert [(c.producers[0].name, c.consumer.name) for c in found] == [("a", "b")]
+
+    shrunk = _shrink_and_compare(model, (6, 6, 3), {"a": [1, 4, 6]})
+
+    assert shrunk.get_layer("a").kernel.shape[-1] == 5
+    np.testing.assert_allclose(
+        shrunk.get_layer("scale").gamma.numpy(),
+        np.linspace(0.5, 2.0, 8)[[0, 2, 3, 5, 7]],
+    )

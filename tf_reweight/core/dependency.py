@@ -9,6 +9,8 @@ module finds those couplings in a model's graph, so that a filter's cost in
 a global budget counts the weights it frees downstream
 (`tf_reweight.core.budget.allocate`) and the hard prune masks them too.
 
+ConvNeXt's ``LayerScale`` (`is_layer_scale`) counts as channel-wise too.
+
 A coupling is claimed only where it is certain. An elementwise merge (Add,
 Multiply, ...) of producers' channels reads a constant in channel ``c`` when
 every input does, so its readers couple to *all* its producers: their rows
@@ -120,11 +122,28 @@ def _is_reader(layer) -> bool:
     )
 
 
+def is_layer_scale(layer) -> bool:
+    """Whether ``layer`` is the ``LayerScale`` of `keras.applications.ConvNeXt*`.
+
+    That layer (not exported by Keras) multiplies its input by one trainable
+    weight ``gamma`` per channel: it is channel-wise, like BatchNormalization.
+    """
+    weights = getattr(layer, "weights", ())
+    return (
+        type(layer).__name__ == "LayerScale"
+        and type(layer).__module__.startswith("keras")
+        and len(weights) == 1
+        and len(weights[0].shape) == 1
+    )
+
+
 def _channelwise(call: walker.Call) -> bool:
     """Whether a call's output channel ``c`` depends on input channel ``c`` only."""
     op = _inner(call.op)
     if len(call.inputs) != 1 or len(call.outputs) != 1:
         return False
+    if is_layer_scale(op):
+        return True
     if not isinstance(op, L.Layer):
         name = type(op).__name__
         scalar = all(np.ndim(c) == 0 for c in call.constants)
