@@ -263,18 +263,20 @@ def _filters(structure, view, keep):
 def test_a_group_keeps_and_removes_the_same_filters_in_every_kernel():
     rng = np.random.default_rng(5)
     f = structures.get("filter")
-    # Two kernels writing one 16-channel stream, read by a third.
+    # Two kernels writing one 16-channel stream, read by a third; a fourth
+    # kernel elsewhere in the model.
     kernels = [
         rng.normal(size=(3, 3, 4, 16)),
         rng.normal(size=(1, 1, 16, 16)) * 10.0,  # another scale: shares count
         rng.normal(size=(1, 1, 16, 24)),
+        rng.normal(size=(3, 3, 8, 32)),
     ]
     coupling = ((0, 1), 2, 1)
     keep, views = budget.select(
-        [f, f, f], kernels, 0.6, couplings=[coupling], groups=[(0, 1)]
+        [f] * 4, kernels, 0.8, couplings=[coupling], groups=[(0, 1)]
     )
-    assert 2 < keep[0] == keep[1] < 16
-    kept = [_filters(f, views[i], keep[i]) for i in range(3)]
+    assert keep[0] == keep[1] < 16
+    kept = [_filters(f, views[i], keep[i]) for i in range(4)]
     np.testing.assert_array_equal(kept[0], kept[1])
     # The joint unit ranks by the sum of the kernels' shares: a filter strong
     # in only one kernel can outrank one that is middling in both.
@@ -287,15 +289,55 @@ def test_a_group_keeps_and_removes_the_same_filters_in_every_kernel():
     assert set(np.flatnonzero(kept[0])) == set(np.argsort(-joint)[: keep[0]])
     # The budget is met on the weights really kept: removed channels free the
     # reader's rows.
-    masks = [f.project(views[i], keep[i]) for i in range(3)]
+    masks = [f.project(views[i], keep[i]) for i in range(4)]
     masks[2][:, :, ~kept[0], :] = 0
     total = sum(k.size for k in kernels)
     unit = 3 * 3 * 4 + 16 + 24
-    assert abs(sum(np.count_nonzero(m) for m in masks) - 0.4 * total) <= unit
+    assert abs(sum(np.count_nonzero(m) for m in masks) - 0.2 * total) <= unit
     assert (
-        budget.allocate([f, f, f], kernels, 0.6, couplings=[coupling], groups=[(0, 1)])
+        budget.allocate([f] * 4, kernels, 0.8, couplings=[coupling], groups=[(0, 1)])
         == keep
     )
+
+
+def _stream_kept(kernels, keep):
+    """Kept weights of two stream kernels (0, 1), their reader (2) and others."""
+    rows = np.prod(kernels[2].shape[:2]) * keep[2]  # per kept stream channel
+    own = sum(np.prod(k.shape[:3]) * n for k, n in zip(kernels, keep, strict=True))
+    return own - (kernels[2].shape[2] - keep[0]) * rows
+
+
+def test_a_stream_keeps_what_uniform_width_scaling_keeps():
+    rng = np.random.default_rng(7)
+    f = structures.get("filter")
+    kernels = [
+        rng.normal(size=(3, 3, 8, 32)),
+        rng.normal(size=(3, 3, 8, 32)),
+        rng.normal(size=(3, 3, 32, 32)),  # reads the stream
+        rng.normal(size=(3, 3, 8, 16)),
+    ]
+    args = ([f] * 4, kernels, 0.75)
+    keep = budget.allocate(*args, couplings=[((0, 1), 2, 1)], groups=[(0, 1)])
+    # Ranked freely the stream would keep 14 of 32 channels (the last kernel
+    # all 16 filters); the floor keeps sqrt(1 - 0.75) = half of them.
+    assert keep[0] == keep[1] == 16 == 32 * (1 - budget.stream_max_prune(0.75))
+    total = sum(k.size for k in kernels)
+    assert abs(_stream_kept(kernels, keep) - 0.25 * total) <= 2 * 72 + 9 * keep[2]
+
+
+def test_a_stream_floor_that_would_break_the_budget_gives_way():
+    rng = np.random.default_rng(7)
+    f = structures.get("filter")
+    # No reader frees rows, so keeping half the stream keeps half its weights.
+    kernels = [
+        rng.normal(size=(3, 3, 64, 32)),
+        rng.normal(size=(3, 3, 64, 32)),
+        rng.normal(size=(1, 1, 8, 32)),
+    ]
+    keep = budget.allocate([f] * 3, kernels, 0.75, groups=[(0, 1)])
+    assert keep[0] == keep[1] < 16
+    kept = 2 * 576 * keep[0] + 8 * keep[2]
+    assert abs(kept - 0.25 * sum(k.size for k in kernels)) <= 2 * 576
 
 
 def test_groups_of_other_structures_or_widths_are_ranked_alone():

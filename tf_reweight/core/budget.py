@@ -79,6 +79,23 @@ def _ranking_scores(
     return energy / (total + 1e-30) / sizes
 
 
+def stream_max_prune(sparsity: float) -> float:
+    """The largest share of a residual stream's channels a global budget removes.
+
+    A stream's channels (filter ``c`` of every kernel of a group, see
+    `tf_reweight.core.joint`) are also its identity path, which the weights'
+    energy does not measure. So a stream keeps at least ``sqrt(1 - sparsity)``
+    of its channels: what scaling every width uniformly to meet the target
+    would keep (weights grow with width squared). At 4x it keeps half of
+    them, at 16x a quarter.
+
+    Example:
+    >>> stream_max_prune(0.75)
+    0.5
+    """
+    return 1.0 - math.sqrt(1.0 - float(sparsity))
+
+
 def check_max_prune(value, max_prune=None) -> float:
     """Returns one ``max_prune`` share as a float if it lies in (0, 1].
 
@@ -217,6 +234,31 @@ def allocate(
     return select(structures, kernels, sparsity, max_prune, couplings, groups)[0]
 
 
+def _protected(scores, members, scored, shares, sparsity) -> np.ndarray:
+    """The indices of the units the floors protect (see `select`).
+
+    Each entity keeps its best units: at least one, ``1 - max_prune`` of its
+    kernels' units, and for a stream (a group) with ``sparsity`` given, what
+    `stream_max_prune` leaves.
+    """
+    protected, start = [], 0
+    for e, m in enumerate(members):
+        units = len(scored[e][0])
+        share = min(shares[i] for i in m)
+        if len(m) > 1 and sparsity is not None:
+            share = min(share, stream_max_prune(sparsity))
+        floor = min(max(math.ceil((1.0 - share) * units - 1e-9), 1), units)
+        mine = scores[start : start + units]
+        best = (
+            [np.argmax(mine)]  # the first best, as a stable sort gives
+            if floor == 1
+            else np.argsort(-mine, kind="stable")[:floor]
+        )
+        protected.append(start + np.asarray(best, np.int64))
+        start += units
+    return np.concatenate(protected)
+
+
 def select(
     structures: Sequence[Structure],
     kernels: Sequence[np.ndarray],
@@ -280,49 +322,47 @@ def select(
     weight = np.concatenate(
         [np.broadcast_to(cost, share.shape) for share, cost in scored]
     )
-    # The units each floor protects (at least the entity's best one) rank
-    # first, so they count against the budget instead of being added on top.
-    start = 0
-    for e, m in enumerate(members):
-        units = len(scored[e][0])
-        share = min(shares[i] for i in m)
-        floor = min(max(math.ceil((1.0 - share) * units - 1e-9), 1), units)
-        mine, start = np.arange(start, start + units), start + units
-        best = (
-            [np.argmax(scores[mine])]  # the first best, as a stable sort gives
-            if floor == 1
-            else np.argsort(-scores[mine], kind="stable")[:floor]
-        )
-        scores[mine[best]] = np.inf
-    order = np.argsort(-scores, kind="stable")
-    cumulative = np.cumsum(weight[order])
-    protected = int(np.sum(np.isinf(scores)))
-    taken = max(int(np.argmin(np.abs(cumulative - budget))) + 1, protected)
 
-    def counts(n: int) -> list[int]:
-        taken_units = np.bincount(owner[order[:n]], minlength=len(members))
+    def counts(units) -> list[int]:
+        taken_units = np.bincount(owner[units], minlength=len(members))
         trial = list(keep)
         for e, m in enumerate(members):
             for i in m:
                 trial[i] = int(taken_units[e])
         return trial
 
+    selection = {i: structures[i].unit_scores(views[i]) for i in pooled}
+    masks: dict = {}
+
+    def kept(units) -> int:
+        """The weights really kept when these units are."""
+        if not valid:
+            return int(np.sum(weight[units]))
+        return joint.kept_weights(
+            structures, views, counts(units), sizes, valid, selection, masks
+        )
+
+    # The units each floor protects (at least the entity's best one) rank
+    # first, so they count against the budget instead of being added on top.
+    # A stream's own floor gives way where it alone would break the budget.
+    protected = _protected(scores, members, scored, shares, sparsity)
+    if kept(protected) > budget * (1.0 + 1e-9):
+        protected = _protected(scores, members, scored, shares, None)
+    scores[protected] = np.inf
+    order = np.argsort(-scores, kind="stable")
+    cumulative = np.cumsum(weight[order])
+    protected = int(np.sum(np.isinf(scores)))
+    taken = max(int(np.argmin(np.abs(cumulative - budget))) + 1, protected)
     if valid:
-        selection = {i: structures[i].unit_scores(views[i]) for i in pooled}
-        masks: dict = {}
-
-        def kept(n: int) -> int:
-            return joint.kept_weights(
-                structures, views, counts(n), sizes, valid, selection, masks
-            )
-
         # Kept weights grow with the units taken: the first count whose kept
         # weights reach the budget, or the one before it if that is closer.
         low, high = protected, len(order)
         while low < high:
             mid = (low + high) // 2
-            low, high = (mid + 1, high) if kept(mid) < budget else (low, mid)
+            low, high = (mid + 1, high) if kept(order[:mid]) < budget else (low, mid)
         taken = low
-        if taken > protected and budget - kept(taken - 1) < kept(taken) - budget:
+        if taken > protected and (
+            budget - kept(order[: taken - 1]) < kept(order[:taken]) - budget
+        ):
             taken -= 1
-    return counts(taken), views
+    return counts(order[:taken]), views
