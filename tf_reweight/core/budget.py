@@ -331,7 +331,8 @@ def select(
                 trial[i] = int(taken_units[e])
         return trial
 
-    selection = {i: structures[i].unit_scores(views[i]) for i in pooled}
+    # The scores units are kept by, for the exact count (couplings only).
+    selection = {i: structures[i].unit_scores(views[i]) for i in pooled if valid}
     masks: dict = {}
 
     def kept(units) -> int:
@@ -345,23 +346,24 @@ def select(
     # The units each floor protects (at least the entity's best one) rank
     # first, so they count against the budget instead of being added on top.
     # A stream's own floor gives way where it alone would break the budget.
+    streams = any(len(m) > 1 for m in members)
     protected = _protected(scores, members, scored, shares, sparsity)
-    if kept(protected) > budget * (1.0 + 1e-9):
+    if streams and kept(protected) > budget * (1.0 + 1e-9):
         protected = _protected(scores, members, scored, shares, None)
     scores[protected] = np.inf
     order = np.argsort(-scores, kind="stable")
     cumulative = np.cumsum(weight[order])
-    protected = int(np.sum(np.isinf(scores)))
-    taken = max(int(np.argmin(np.abs(cumulative - budget))) + 1, protected)
+    floors = len(protected)
+    taken = max(int(np.argmin(np.abs(cumulative - budget))) + 1, floors)
     if valid:
         # Kept weights grow with the units taken: the first count whose kept
         # weights reach the budget, or the one before it if that is closer.
-        low, high = protected, len(order)
+        low, high = floors, len(order)
         while low < high:
             mid = (low + high) // 2
             low, high = (mid + 1, high) if kept(order[:mid]) < budget else (low, mid)
         taken = low
-        if taken > protected and (
+        if taken > floors and (
             budget - kept(order[: taken - 1]) < kept(order[:taken]) - budget
         ):
             taken -= 1

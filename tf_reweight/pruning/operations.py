@@ -172,26 +172,30 @@ def channel_groups(
 
 
 def _mask_coupled_rows(model: keras.Model, coupled: list[tuple]) -> None:
-    """Masks the kernel rows that read filters pruned away (see `couplings`)."""
+    """Masks the kernel rows that read filters pruned away (see `couplings`).
+
+    The couplings that free rows are those the budget counted
+    (`tf_reweight.core.joint.valid_couplings`).
+    """
     structure = {id(pk): w.structure for w, pk in _entries(wrappers(model))}
-    for producers, consumer, repeat in coupled:
-        masks = [
-            p.layout.to_canonical(keras.ops.convert_to_numpy(p.mask)) for p in producers
-        ]
-        consumer_mask = consumer.layout.to_canonical(
-            keras.ops.convert_to_numpy(consumer.mask)
-        ).copy()
-        fits = all(
-            joint.coupling_fits(structure[id(p)], m.shape, consumer_mask.shape, repeat)
-            for p, m in zip(producers, masks, strict=True)
-        )
-        if not fits or len({m.shape[3] for m in masks}) != 1:
-            continue
-        removed = np.logical_and.reduce([~m.any(axis=(0, 1, 2)) for m in masks])
-        rows = joint.coupled_rows(masks[0].shape[3], repeat, removed)
+    kernels = list({id(pk): pk for ps, c, _ in coupled for pk in (*ps, c)}.values())
+    index = {id(pk): n for n, pk in enumerate(kernels)}
+    masks = [
+        pk.layout.to_canonical(keras.ops.convert_to_numpy(pk.mask)).copy()
+        for pk in kernels
+    ]
+    valid = joint.valid_couplings(
+        [structure[id(pk)] for pk in kernels],
+        masks,
+        [(tuple(index[id(p)] for p in ps), index[id(c)], r) for ps, c, r in coupled],
+        set(range(len(kernels))),
+    )
+    for found, consumer, repeat in valid:
+        removed = np.logical_and.reduce([~masks[p].any(axis=(0, 1, 2)) for p in found])
+        rows = joint.coupled_rows(masks[found[0]].shape[3], repeat, removed)
         if rows.size:
-            consumer_mask[:, :, rows, :] = 0.0
-            consumer.assign_mask(consumer_mask)
+            masks[consumer][:, :, rows, :] = 0.0
+            kernels[consumer].assign_mask(masks[consumer])
 
 
 def set_sparsity(model: keras.Model, fraction: float) -> None:
