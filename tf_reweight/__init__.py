@@ -27,7 +27,7 @@ from tf_reweight.callbacks import (
     ScheduledPruning,
     SparsityMonitor,
 )
-from tf_reweight.core import budget, layouts, structures
+from tf_reweight.core import budget, layouts, presets, structures
 from tf_reweight.core.budget import parse_target
 from tf_reweight.core.constraints import MaskConstraint
 from tf_reweight.core.structures import Structure
@@ -125,6 +125,7 @@ __all__ = [
     "layouts",
     "models",
     "parse_target",
+    "presets",
     "pruning",
     "qat",
     "quantization",

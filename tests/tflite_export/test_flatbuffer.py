@@ -80,3 +80,41 @@ def test_zero_count_of_both_files(files):
 def test_missing_file_raises(tmp_path):
     with pytest.raises(ValueError, match="existing `.tflite` file"):
         read(tmp_path / "missing.tflite")
+
+
+@pytest.mark.parametrize("quantization", ["int8", "none"])
+def test_litert_preset_stores_full_blocks_in_fewer_bytes(tmp_path, quantization):
+    """`structure="litert"` fits LiteRT's sparse blocks: no padding is stored."""
+    import tf_reweight as tfr
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 2))
+    x = L.Conv2D(16, 3, activation="relu", name="conv")(inputs)
+    x = L.Flatten()(x)
+    x = L.Dense(64, activation="relu", name="fc")(x)
+    model = keras.Model(inputs, L.Dense(10, name="out")(x))
+    data = np.random.default_rng(0).uniform(size=(32, 8, 8, 2)).astype("float32")
+    stored = {}
+    for structure in ("litert", "unstructured"):
+        pruned = tfr.apply(model, structure=structure, target=0.9, scope="layer")
+        tfr.hard_prune(pruned)
+        path = tmp_path / f"{structure}.tflite"
+        export(
+            pruned,
+            path,
+            quantization,
+            sparse=True,
+            representative_data=data,
+            verify=False,
+        )
+        fc = [t for t in read(path) if t.data and t.shape == (64, 576)]
+        assert len(fc) == 1 and fc[0].sparse
+        kept = int(np.count_nonzero(tfr.strip(pruned).get_layer("fc").kernel.numpy()))
+        stored[structure] = (
+            len(fc[0].data) // fc[0].values().itemsize,
+            kept,
+            len(fc[0].data) + fc[0].index_bytes,
+        )
+    values, kept, _ = stored["litert"]
+    assert values == kept  # whole blocks: not one padded zero
+    assert stored["litert"][2] < 0.9 * stored["unstructured"][2]

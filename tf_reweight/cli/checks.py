@@ -9,7 +9,7 @@ says what is wrong and what is expected.
 
 The converters only parse the text: what a valid number, integer, target or
 structure is, and how it is worded, is decided by `tf_reweight.core`
-(`checks`, `budget.parse_target`, `structures.get`).
+(`checks`, `budget.parse_target`, `presets.check`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import keras
 
-from tf_reweight.core import budget, structures
+from tf_reweight.core import budget, presets
 from tf_reweight.core import checks as core_checks
 
 # What loading a damaged or foreign `.keras` file raises.
@@ -140,10 +140,11 @@ def target(text: str) -> float | str:
 
 
 def structure(text: str) -> str:
-    """An argparse type: a structure name that `tf_reweight.core.structures.get` knows.
+    """An argparse type: a structure name or a preset (`core.presets.check`).
 
     Args:
-        text: The command-line text, such as ``"filter"`` or ``"block:4x4"``.
+        text: The command-line text, such as ``"filter"``, ``"block:4x4"`` or
+            ``"litert"``.
 
     Returns:
         ``text`` unchanged.
@@ -153,7 +154,7 @@ def structure(text: str) -> str:
     '2:4'
     """
     try:
-        structures.get(text)
+        presets.check(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
     return text

@@ -56,13 +56,11 @@ def compress(args) -> dict:
     """
     import tf_reweight as tfr
     from tf_reweight.cli import reporting
+    from tf_reweight.core import presets
     from tf_reweight.training import plans, recipes
 
     # Every check runs before data are loaded or anything is written.
-    if (
-        args.target is None
-        and tfr.structures.get(args.structure).fixed_sparsity is None
-    ):
+    if args.target is None and presets.fixed_sparsity(args.structure) is None:
         args.target = cli_args.DEFAULT_TARGET
     args.reweight_epochs, args.retrain_epochs = cli_args.compress_epochs(args)
     plans.get_plan(args.schedule).stage_rates(args.target, args.reweight_epochs)

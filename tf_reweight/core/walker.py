@@ -359,6 +359,11 @@ def _resolve(layer: keras.layers.Layer, key: str):
     return owner, names, attr
 
 
+def kernel_owner(layer: keras.layers.Layer, key: str) -> keras.layers.Layer:
+    """The layer that holds the kernel ``key`` addresses: ``layer`` or a sublayer."""
+    return _resolve(layer, key)[0]
+
+
 def kernel_variable(layer: keras.layers.Layer, key: str) -> keras.Variable:
     """The kernel variable that ``key`` addresses inside ``layer``."""
     owner, _, attr = _resolve(layer, key)

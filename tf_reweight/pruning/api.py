@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import keras
 
-from tf_reweight.core import budget, structures, walker
+from tf_reweight.core import budget, presets, structures, walker
 from tf_reweight.core.checks import check_bool
 from tf_reweight.core.layouts import SUPPORTED_LAYERS, unsupported_reason
 from tf_reweight.methods.regularizers import KernelPenalty, ReweightedGroupPenalty
@@ -94,9 +94,12 @@ def _plan(model, structure, target, skip_first, skip_last, layers, strict):
 
     for layer in selected:
         struct = structures.get(
-            structure.get(layer.name, "unstructured")
-            if isinstance(structure, Mapping)
-            else structure
+            presets.resolve(
+                structure.get(layer.name, "unstructured")
+                if isinstance(structure, Mapping)
+                else structure,
+                layer,
+            )
         )
         if isinstance(target, Mapping):
             raw = target[layer.name]
@@ -232,8 +235,12 @@ def apply(
         model: A built Sequential or Functional Keras model.
         structure: A structure name (``"unstructured"``, ``"filter"``,
             ``"channel"``, ``"column"``, ``"kernel"``, ``"block:4x4"``,
-            ``"2:4"``, ``"pattern"``), a `Structure`, or a dict from layer
-            name to structure (others default to unstructured).
+            ``"2:4"``, ``"pattern"``), a `Structure`, a preset that picks
+            the structure per layer by how a format stores it (``"litert"``:
+            Dense kernels in ``block:16x1``, LiteRT's sparse block, and
+            convolutions unstructured; see `tf_reweight.core.presets`), or a
+            dict from layer name to any of these (others default to
+            unstructured).
         target: A sparsity in (0, 1), a rate string such as ``"100x"``, or a
             dict from layer name to either (only those layers are pruned). May
             be None for N:M, which fixes its own sparsity.

@@ -31,7 +31,7 @@ import time
 
 import keras
 
-from tf_reweight.core import budget, checks, structures
+from tf_reweight.core import budget, checks, presets
 from tf_reweight.core.layouts import kernel_layouts
 from tf_reweight.pruning import api, batchnorm, sparsity
 from tf_reweight.robust.adversarial import AdversarialModel
@@ -340,7 +340,7 @@ def mrpf(
             "`max_ratio` must lie in [target, 1): a layer cannot lose every "
             f"weight. Received: max_ratio={max_ratio!r}, target={sparsity}"
         )
-    structures.get(structure)
+    presets.check(structure)
     recipes.method_setup(
         method, penalty, method_options, **bounded_option(method, bounded)
     )

@@ -44,7 +44,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_reweight.core import checks, structures, walker
+from tf_reweight.core import checks, presets, structures, walker
 from tf_reweight.core.layouts import kernel_layouts
 from tf_reweight.robust import attacks
 from tf_reweight.robust.attack import Attack
@@ -166,7 +166,7 @@ def module_robustness_sensitivity(
         )
     if not isinstance(attack, Attack):
         raise ValueError(f"`attack` must be an `Attack`. Received: attack={attack!r}")
-    structure = structures.get(structure)
+    presets.check(structure)
     probed = prunable_layers(model, layers)
 
     x_adv = attacks.craft(attack, model, x, y)
@@ -189,8 +189,9 @@ def module_robustness_sensitivity(
                     variables, original, rho, ascent_steps, adv_loss
                 )
             else:
+                struct = structures.get(presets.resolve(structure, layer))
                 for v, w, lo in zip(variables, original, layouts, strict=True):
-                    _assign(v, _prune_units(w, lo, structure, probe_ratio))
+                    _assign(v, _prune_units(w, lo, struct, probe_ratio))
             scores[name] = float(adv_loss()) - base
         finally:
             for v, w in zip(variables, original, strict=True):
