@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 import tf_reweight as tfr
-from tf_reweight.core import dependency
+from tf_reweight.core import dependency, walker
 from tflite_export.shrink_graph import (
     Analysis,
     Node,
@@ -196,6 +196,47 @@ def _rewrite(analysis: Analysis, node: Node) -> tuple[dict, list | None]:
     return {}, None
 
 
+def _inline(model: keras.Model) -> keras.Model:
+    """A flat Functional copy of ``model``: nested graph models are opened.
+
+    Every layer call is replayed on a fresh copy of its layer (same config,
+    name and weights), so the user's layers gain no call. The copy computes
+    the same function; a name that two nested models share is refused.
+    """
+
+    def replay(graph_model, values):
+        model_graph = walker.graph(graph_model)
+        position = {id(t): i for i, t in enumerate(graph_model.inputs)}
+        env = {}
+        for call in model_graph.calls:
+            if not call.inputs:  # an input: its value comes from outside
+                env[id(call.outputs[0])] = values[position[id(call.op.output)]]
+                continue
+            args = [env[id(t)] for t in call.inputs]
+            if walker.is_graph_model(call.op):
+                outputs = replay(call.op, args)
+            elif isinstance(call.op, L.Layer):
+                copy = call.op.__class__.from_config(call.op.get_config())
+                outputs = keras.tree.flatten(dataclasses.replace(call, op=copy)(args))
+                copy.set_weights(call.op.get_weights())
+            else:
+                outputs = keras.tree.flatten(call(args))
+            for tensor, value in zip(call.outputs, outputs, strict=False):
+                env[id(tensor)] = value
+        return [env[id(t)] for t in model_graph.outputs]
+
+    outputs = replay(model, list(model.inputs))
+    try:
+        inputs, outputs = (t if len(t) > 1 else t[0] for t in (model.inputs, outputs))
+        return keras.Model(inputs, outputs, name=model.name)
+    except ValueError as error:
+        raise ValueError(
+            "`shrink` opens nested models into one graph, and their layer names "
+            "must then be unique. Rename the layers that repeat. Received: "
+            f"model={model.name!r} ({error})"
+        ) from None
+
+
 def shrink(model: keras.Model) -> keras.Model:
     """Rebuilds a channel-pruned model without its removable zero filters.
 
@@ -231,6 +272,8 @@ def shrink(model: keras.Model) -> keras.Model:
             "`tf_reweight.strip` first (`tflite_export.export` does). Received: "
             f"model={model.name!r} with layers of type PruningWrapper"
         )
+    if any(walker.is_graph_model(node.op) for node in graph(model)):
+        model = _inline(model)
     analysis = Analysis(model)
     configs, weights = {}, {}
     for node in analysis.nodes:

@@ -481,3 +481,38 @@ def test_convnext_layer_scale_is_followed():
         shrunk.get_layer("scale").gamma.numpy(),
         np.linspace(0.5, 2.0, 8)[[0, 2, 3, 5, 7]],
     )
+
+
+def test_nested_models_are_opened():
+    """ConvNeXt's downsampling blocks are nested Sequentials: shrink enters them."""
+    keras.utils.set_random_seed(0)
+    block = keras.Sequential(
+        [L.BatchNormalization(name="bn"), L.ReLU(), L.Conv2D(6, 3, name="inner")],
+        name="block",
+    )
+    inputs = keras.Input((8, 8, 3))
+    x = block(L.Conv2D(8, 3, name="stem")(inputs))
+    model = keras.Model(inputs, L.Dense(4, name="head")(L.Flatten()(x)))
+    _randomize_batch_norms(block)
+    _zero_filters(model.get_layer("stem"), [0, 3, 5])
+    _zero_filters(block.get_layer("inner"), [1])
+    layers = [id(layer) for layer in block.layers]
+    shrunk = shrink(model)
+    _assert_same_outputs(model, shrunk, (8, 8, 3))
+    assert _in_channels(shrunk, "inner") == 5 and shrunk.get_layer("inner").filters == 5
+    assert shrunk.get_layer("bn").gamma.shape == (5,)
+    assert not any(isinstance(layer, keras.Model) for layer in shrunk.layers)
+    assert count_macs(shrunk) < count_macs(model)
+    # The user's model is untouched: same layers, each called once.
+    assert [id(layer) for layer in block.layers] == layers
+    assert all(len(layer._inbound_nodes) == 1 for layer in block.layers)
+
+
+def test_nested_models_with_clashing_layer_names_are_refused():
+    inner = keras.Sequential([L.Conv2D(4, 1, name="conv")], name="inner")
+    inputs = keras.Input((4, 4, 3))
+    outputs = inner(L.Conv2D(4, 1, name="conv")(inputs))
+    model = keras.Model(inputs, outputs)
+    _zero_filters(inner.get_layer("conv"), [1])
+    with pytest.raises(ValueError, match="layer names must then be unique"):
+        shrink(model)
