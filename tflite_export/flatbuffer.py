@@ -58,6 +58,10 @@ class TfliteTensor:
             and block arrays (0 when dense).
         quant_param_bytes: Bytes of its quantization parameters (float32
             scales, int64 zero points; 0 when not quantized).
+        block: The shape of one stored unit of a sparse tensor: all ones
+            for single values (a compressed sparse row format), ``(1, 16)``
+            for the 1x16 blocks of an int8 `FULLY_CONNECTED` weight; None
+            when the tensor is stored dense.
     """
 
     name: str
@@ -67,6 +71,7 @@ class TfliteTensor:
     sparse: bool
     index_bytes: int
     quant_param_bytes: int
+    block: tuple[int, ...] | None = None
 
     @property
     def rank(self) -> int:
@@ -126,6 +131,7 @@ def read(path: str | Path) -> list[TfliteTensor]:
                     quant_param_bytes=0
                     if quant is None
                     else 4 * quant.ScaleLength() + 8 * quant.ZeroPointLength(),
+                    block=_block(tensor.Sparsity(), tensor.ShapeLength()),
                 )
             )
     return tensors
@@ -137,6 +143,16 @@ def _buffer_data(raw: bytes, buffer) -> bytes:
     if buffer.DataLength():
         return buffer.DataAsNumpy().tobytes()
     return b""
+
+
+def _block(sparsity, rank: int) -> tuple[int, ...] | None:
+    """The stored unit's shape: the blocked dimensions' sizes, 1 elsewhere."""
+    if sparsity is None:
+        return None
+    block = [1] * rank
+    for i in range(sparsity.BlockMapLength()):
+        block[sparsity.BlockMap(i)] = sparsity.DimMetadata(rank + i).DenseSize()
+    return tuple(block)
 
 
 def _index_bytes(sparsity) -> int:

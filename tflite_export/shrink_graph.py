@@ -20,10 +20,10 @@ zero constant crosses it. A product with an exactly zero constant is zero
 (the other factor is assumed finite). Each filter-producing layer keeps at
 least one channel.
 
-A layer this model does not cover (a grouped convolution, a custom layer; `shrink`
-opens nested models before the analysis) is copied as it is; when it has zero filters, or channels of
-zero filters feed it, they cannot be removed and `Analysis` raises a
-`ValueError` naming the layer.
+A layer this model does not cover (a grouped convolution, a custom layer;
+`shrink` opens nested models before the analysis) is copied as it is; when it
+has zero filters, or channels of zero filters feed it, they cannot be removed
+and `Analysis` raises a `ValueError` naming the layer.
 """
 
 from __future__ import annotations

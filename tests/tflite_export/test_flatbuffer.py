@@ -50,6 +50,8 @@ def test_sparse_file_stores_only_kept_values(files):
     model, paths = files
     sparse = [t for t in read(paths["sparse"]) if t.sparse]
     assert sparse and all(t.index_bytes > 0 for t in sparse)
+    assert all(t.block is None for t in read(paths["dense"]))
+    assert all(len(t.block) == t.rank for t in sparse)
     kept = sum(int(np.count_nonzero(layer.kernel.numpy())) for layer in model.layers)
     stored = sum(int(np.count_nonzero(t.values())) for t in sparse)
     assert stored == kept
@@ -115,6 +117,8 @@ def test_litert_preset_stores_full_blocks_in_fewer_bytes(tmp_path, quantization)
             kept,
             len(fc[0].data) + fc[0].index_bytes,
         )
+        if structure == "litert":  # LiteRT's FULLY_CONNECTED blocks
+            assert fc[0].block == ((1, 16) if quantization == "int8" else (1, 4))
     values, kept, _ = stored["litert"]
     assert values == kept  # whole blocks: not one padded zero
     assert stored["litert"][2] < 0.9 * stored["unstructured"][2]
