@@ -211,17 +211,28 @@ class Block(Structure):
     Args:
         rows: Tile height ``m`` (along ``kh * kw * in``).
         cols: Tile width ``n`` (along ``out``).
+        magnitude: Rank tiles across layers by their RMS, as single weights
+            rank by magnitude, with no per-kernel floor (``"block:MxN:magnitude"``):
+            tiles that are a storage format's unit (LiteRT's 1x16), pruned
+            like single weights. By default tiles rank relative to their
+            layer, as other structured units do.
     """
 
     name = "block"
 
-    def __init__(self, rows: int = 4, cols: int = 4):
+    def __init__(self, rows: int = 4, cols: int = 4, magnitude: bool = False):
         if int(rows) < 1 or int(cols) < 1:
             raise ValueError(
                 "Block sides must be positive integers. "
                 f"Received: rows={rows}, cols={cols}"
             )
+        if not isinstance(magnitude, bool):
+            raise ValueError(
+                f"`magnitude` must be a bool. Received: magnitude={magnitude!r}"
+            )
         self.rows, self.cols = int(rows), int(cols)
+        self.magnitude = magnitude
+        self.layer_relative_scores = not magnitude
 
     def check(self, layout):
         r, c = _gemm_shape(layout.canonical)
@@ -256,10 +267,11 @@ class Block(Structure):
         return keras.ops.reshape(w2[:r, :c], shape4)
 
     def get_config(self):
-        return {"rows": self.rows, "cols": self.cols}
+        config = {"rows": self.rows, "cols": self.cols}
+        return {**config, "magnitude": True} if self.magnitude else config
 
     def __repr__(self) -> str:
-        return f"block:{self.rows}x{self.cols}"
+        return f"block:{self.rows}x{self.cols}" + (":magnitude" * self.magnitude)
 
 
 def _gemm_shape(shape4) -> tuple[int, int]:

@@ -12,11 +12,13 @@ many bytes each kept weight costs in the file.
   ``(out, in)``. The converter stores them in 1x16 blocks (int8) or 1x4 blocks
   (float) along ``in`` when the blocks are mostly empty, and in a compressed
   sparse row format with a 16-bit column index per value otherwise. Pruned in
-  ``block:16x1`` (16 consecutive inputs of one output), every stored block is
+  16x1 tiles (16 consecutive inputs of one output), every stored block is
   full: an int8 weight costs 1 + 2/16 bytes, where a single pruned weight costs
-  3 (1 value and a 2-byte index) or a whole padded block. The same blocks fill
-  the float format's 1x4 blocks exactly. A kernel with fewer than 16 inputs is
-  pruned weight by weight.
+  3 (1 value and a 2-byte index) or a whole padded block. The same tiles fill
+  the float format's 1x4 blocks exactly. The tiles are a storage unit, not a
+  width, so they are ranked like single weights (``block:16x1:magnitude``: by
+  RMS across layers, with no per-kernel floor). A kernel with fewer than 16
+  inputs is pruned weight by weight.
 - Convolution kernels are stored row by row along the input channels with one
   index per value whatever their structure, so single weights (the most
   accurate structure) cost no more there: ``unstructured``.
@@ -26,7 +28,7 @@ fully connected structure only when every kernel it holds is fully connected.
 
 Example:
 >>> resolve("litert", keras.layers.Dense(10))  # a built Dense layer
-'block:16x1'
+'block:16x1:magnitude'
 >>> resolve("filter", keras.layers.Dense(10))  # not a preset: unchanged
 'filter'
 """
@@ -60,7 +62,10 @@ class Preset:
 
 PRESETS = {
     "litert": Preset(
-        "litert", fully_connected="block:16x1", other="unstructured", min_rows=16
+        "litert",
+        fully_connected="block:16x1:magnitude",
+        other="unstructured",
+        min_rows=16,
     ),
 }
 FULLY_CONNECTED = (keras.layers.Dense, keras.layers.EinsumDense)

@@ -271,7 +271,8 @@ def get(identifier) -> Structure:
     """Returns a structure from a name, an instance or a config.
 
     Args:
-        identifier: A `Structure`, a name from `NAMES`, ``"block:MxN"``,
+        identifier: A `Structure`, a name from `NAMES`, ``"block:MxN"``
+            (``"block:MxN:magnitude"``: tiles ranked like single weights),
             ``"N:M"`` (for example ``"2:4"``), or a dict
             ``{"name": ..., "config": {...}}``.
 
@@ -292,8 +293,8 @@ def get(identifier) -> Structure:
             return _BY_NAME[key]()
         if match := re.fullmatch(r"(\d+):(\d+)", key):
             return NM(int(match[1]), int(match[2]))
-        if match := re.fullmatch(r"block:(\d+)x(\d+)", key):
-            return Block(int(match[1]), int(match[2]))
+        if match := re.fullmatch(r"block:(\d+)x(\d+)(:magnitude)?", key):
+            return Block(int(match[1]), int(match[2]), magnitude=bool(match[3]))
     raise ValueError(
         f"Unknown structure. Expected one of {list(NAMES)}, 'N:M' such as "
         f"'2:4', 'block:MxN', or a Structure instance. Received: "

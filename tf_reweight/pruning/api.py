@@ -237,7 +237,7 @@ def apply(
             ``"channel"``, ``"column"``, ``"kernel"``, ``"block:4x4"``,
             ``"2:4"``, ``"pattern"``), a `Structure`, a preset that picks
             the structure per layer by how a format stores it (``"litert"``:
-            Dense kernels in ``block:16x1``, LiteRT's sparse block, and
+            Dense kernels in LiteRT's 1x16 sparse blocks, and
             convolutions unstructured; see `tf_reweight.core.presets`), or a
             dict from layer name to any of these (others default to
             unstructured).
