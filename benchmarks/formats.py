@@ -22,6 +22,13 @@ skipped):
   holds both latencies, their ratio and whether the processor has AVX, on
   which XNNPACK turns its sparse kernels off by design.
 
+- ``shrink``: `MobileNetV2` and `MobileNetV3Small` (``--size``, random
+  weights: latency does not depend on training) filter-pruned to
+  ``--shrink-sparsity`` with the library's defaults, stripped and shrunk
+  (`tflite_export.shrink`); the float32 shrunk file is timed against the
+  dense model's file in interleaved rounds, and the record holds both
+  latencies, the MAC ratio and the speed-up per MAC ratio.
+
 Example:
 
 ```
@@ -47,7 +54,7 @@ import numpy as np  # noqa: E402
 
 import tf_reweight as tfr  # noqa: E402
 from benchmarks import records  # noqa: E402
-from tflite_export import export, measure_pair  # noqa: E402
+from tflite_export import export, measure_pair, shrink, shrink_report  # noqa: E402
 from tflite_export.flatbuffer import read  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "formats.json"
@@ -234,16 +241,93 @@ def part_xnnpack(args, store: records.Store, command: str) -> None:
         )
 
 
+def part_shrink(args, store: records.Store, command: str) -> None:
+    """Latency of filter-pruned, shrunk models against their MAC reduction."""
+    builders = {
+        "mobilenet_v2": lambda: keras.applications.MobileNetV2(
+            input_shape=(args.size, args.size, 3), weights=None, classes=10
+        ),
+        "mobilenet_v3_small": lambda: keras.applications.MobileNetV3Small(
+            input_shape=(args.size, args.size, 3), weights=None, classes=10
+        ),
+    }
+    for name, build in builders.items():
+        key = {
+            "part": "shrink",
+            "model": name,
+            "structure": "filter",
+            "sparsity": args.shrink_sparsity,
+            "quantization": "none",
+            "size": args.size,
+        }
+        if store.has(key):
+            print(f"[skip] {key}", flush=True)
+            continue
+        keras.utils.set_random_seed(args.seed)
+        model = build()
+        pruned = tfr.apply(model, "filter", args.shrink_sparsity)
+        tfr.hard_prune(pruned)
+        plain = tfr.strip(pruned)
+        small = shrink(plain)
+        macs = shrink_report(plain, small)
+        sample = np.random.default_rng(0).uniform(size=(4, args.size, args.size, 3))
+        with tempfile.TemporaryDirectory() as folder:
+            shrunk, dense = (
+                Path(folder) / "shrunk.tflite",
+                Path(folder) / "dense.tflite",
+            )
+            export(small, shrunk, verify=False, sparse=False)
+            export(model, dense, verify=False, sparse=False)
+            (shrunk_delegate, shrunk_ms), (dense_delegate, dense_ms) = measure_pair(
+                str(shrunk),
+                str(dense),
+                sample.astype("float32"),
+                rounds=args.rounds,
+                runs=args.runs,
+            )
+        mac_ratio = macs.macs_before / macs.macs_after
+        record = {
+            **key,
+            "macs_before": macs.macs_before,
+            "macs_after": macs.macs_after,
+            "mac_ratio": round(mac_ratio, 3),
+            "params_before": macs.params_before,
+            "params_after": macs.params_after,
+            "shrunk_ms": round(shrunk_ms, 4),
+            "dense_ms": round(dense_ms, 4),
+            "speedup": round(dense_ms / shrunk_ms, 3),
+            "speedup_per_mac_ratio": round(dense_ms / shrunk_ms / mac_ratio, 3),
+            "delegates": [shrunk_delegate, dense_delegate],
+            "rounds": args.rounds,
+            "runs": args.runs,
+            **records.stamp(),
+            **records.versions("ai-edge-litert", "tensorflow"),
+            "command": command,
+        }
+        store.add(record)
+        print(
+            f"{name}: {mac_ratio:.2f}x fewer MACs, {dense_ms / shrunk_ms:.2f}x "
+            f"faster ({dense_ms:.3f} -> {shrunk_ms:.3f} ms): "
+            f"{record['speedup_per_mac_ratio']:.2f} of the MAC ratio",
+            flush=True,
+        )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.formats",
         description="Bytes per kept weight in LiteRT's sparse encoding, by layer "
         "type and structure; sparse against dense latency under XNNPACK.",
     )
-    p.add_argument("--part", choices=["bytes", "xnnpack", "all"], default="all")
+    p.add_argument(
+        "--part", choices=["bytes", "xnnpack", "shrink", "all"], default="all"
+    )
     p.add_argument("--sparsity", type=float, default=0.9)
     p.add_argument("--structures", default=STRUCTURES)
-    p.add_argument("--size", type=int, default=96, help="xnnpack input size")
+    p.add_argument("--size", type=int, default=96, help="xnnpack/shrink input size")
+    p.add_argument(
+        "--shrink-sparsity", type=float, default=0.75, help="filter target of shrink"
+    )
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
@@ -263,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
         part_bytes(args, store, command)
     if args.part in ("xnnpack", "all"):
         part_xnnpack(args, store, command)
+    if args.part in ("shrink", "all"):
+        part_shrink(args, store, command)
 
 
 if __name__ == "__main__":
