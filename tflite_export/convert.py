@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import tf_reweight as tfr
 from tf_reweight.core.backend_support import quiet_native_logs
-from tf_reweight.core.checks import check_choice
+from tf_reweight.core.checks import check_bool, check_choice
 from tflite_export.encoding import EncodingChoice, write_encoding
 from tflite_export.flatbuffer import gzip_bytes
 from tflite_export.inputs import random_sample, validate_batch, validate_model
@@ -30,6 +30,11 @@ from tflite_export.verify import verify as verify_file
 QUANTIZATIONS = ("none", "dynamic", "int8", "float16")
 SPARSE = (True, False, "auto")
 CONVERTERS = ("saved_model", "keras")
+# The converter's one setting used here that has no public name: per-tensor
+# (not per-channel) quantization of FULLY_CONNECTED weights. Both converters
+# take it as an attribute (Keras' exporter sets the converter attributes it is
+# given); tests/tflite_export pin that it still exists.
+PER_TENSOR_DENSE = "_experimental_disable_per_channel_quantization_for_dense_layers"
 
 
 @dataclasses.dataclass
@@ -43,6 +48,8 @@ class ExportReport:
         quantization: One of `"none"`, `"dynamic"`, `"int8"`, `"float16"`.
         sparse: The encoding requested: True, False or `"auto"`.
         converter: `"saved_model"` or `"keras"` (Keras' LiteRT exporter).
+        per_channel_dense: Whether Dense weights were quantized per output
+            channel (False: one scale per tensor).
         encoding: The encoding written, with the measurements it was chosen
             on (`sparse="auto"`), as an `EncodingChoice`.
         shrink: Parameter and MAC counts before/after `shrink`, if it ran.
@@ -56,6 +63,7 @@ class ExportReport:
     sparse: bool | str
     converter: str
     encoding: EncodingChoice
+    per_channel_dense: bool = True
     shrink: ShrinkReport | None = None
     verification: VerifyReport | None = None
 
@@ -68,6 +76,7 @@ class ExportReport:
             "quantization": self.quantization,
             "sparse": self.sparse,
             "converter": self.converter,
+            "per_channel_dense": self.per_channel_dense,
             "encoding": self.encoding.to_dict(),
             "shrink": self.shrink and self.shrink.to_dict(),
             "verification": self.verification and self.verification.to_dict(),
@@ -77,7 +86,8 @@ class ExportReport:
         lines = [
             f"{self.path}: {self.file_bytes} bytes ({self.gzip_bytes} gzipped), "
             f"quantization={self.quantization}, sparse={self.sparse}, "
-            f"converter={self.converter}",
+            f"converter={self.converter}"
+            + ("" if self.per_channel_dense else ", Dense weights per tensor"),
             str(self.encoding),
         ]
         if self.shrink is not None:
@@ -108,12 +118,16 @@ def _representative_dataset(data, model):
         yield [_calibration_batch(batch, model)]
 
 
-def _converter_options(quantization: str, sparse: bool, data, model) -> dict:
+def _converter_options(
+    quantization: str, sparse: bool, data, model, per_channel_dense: bool = True
+) -> dict:
     """The TFLite converter's settings, as `keras.Model.export` takes them."""
     optimizations = [] if quantization == "none" else [tf.lite.Optimize.DEFAULT]
     if sparse:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     options = {"optimizations": optimizations}
+    if not per_channel_dense:
+        options[PER_TENSOR_DENSE] = True
     if quantization == "float16":
         options["target_spec"] = {"supported_types": [tf.float16]}
     if quantization == "int8":
@@ -135,9 +149,11 @@ def keras_exporter_available() -> bool:
     return '"litert"' in (keras.Model.export.__doc__ or "")
 
 
-def _convert(model, quantization: str, sparse: bool, data, converter: str) -> bytes:
+def _convert(
+    model, quantization: str, sparse: bool, data, converter: str, per_channel_dense
+) -> bytes:
     """Converts ``model`` to a flatbuffer, native log lines held back."""
-    options = _converter_options(quantization, sparse, data, model)
+    options = _converter_options(quantization, sparse, data, model, per_channel_dense)
     with tempfile.TemporaryDirectory() as folder, quiet_native_logs():
         if converter == "keras":
             path = os.path.join(folder, "model.tflite")
@@ -206,13 +222,27 @@ def _check_calibration(data, model) -> None:
 
 
 def _check_arguments(
-    model, path, quantization, sparse, converter, representative_data, sample
+    model,
+    path,
+    quantization,
+    sparse,
+    converter,
+    representative_data,
+    sample,
+    per_channel_dense,
 ) -> None:
     validate_model(model)
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"Expected `quantization` to be one of {QUANTIZATIONS}. "
             f"Received: quantization={quantization!r}"
+        )
+    check_bool("per_channel_dense", per_channel_dense)
+    if not per_channel_dense and quantization not in ("int8", "dynamic"):
+        raise ValueError(
+            "`per_channel_dense=False` sets how int8 Dense weights are quantized; "
+            "it needs quantization='int8' or 'dynamic'. Received: "
+            f"per_channel_dense=False, quantization={quantization!r}"
         )
     if not (isinstance(sparse, bool) or (isinstance(sparse, str) and sparse == "auto")):
         raise ValueError(
@@ -249,6 +279,7 @@ def export(
     verify: bool = True,
     sample: np.ndarray | None = None,
     converter: str = "saved_model",
+    per_channel_dense: bool = True,
 ) -> ExportReport:
     """Converts a Keras model to a `.tflite` file and checks the result.
 
@@ -294,6 +325,12 @@ def export(
             rows of an array `representative_data`, else a random uniform
             [0, 1) batch.
         converter: `"saved_model"` or `"keras"` (see above).
+        per_channel_dense: Quantize the weights of Dense layers per output
+            channel (the converter's default). False uses one scale per
+            tensor: every quantized Dense weight and its bias otherwise
+            store a float32 scale and an int64 zero point per output unit
+            (24 bytes a unit), which in a pruned model can outweigh the
+            weights themselves. Needs ``"int8"`` or ``"dynamic"``.
 
     Returns:
         An `ExportReport`.
@@ -311,7 +348,14 @@ def export(
     ```
     """
     _check_arguments(
-        model, path, quantization, sparse, converter, representative_data, sample
+        model,
+        path,
+        quantization,
+        sparse,
+        converter,
+        representative_data,
+        sample,
+        per_channel_dense,
     )
     if representative_data is not None and iter(representative_data) is (
         representative_data
@@ -329,7 +373,12 @@ def export(
 
     def convert(encoding: bool) -> bytes:
         return _convert(
-            converted, quantization, encoding, representative_data, converter
+            converted,
+            quantization,
+            encoding,
+            representative_data,
+            converter,
+            per_channel_dense,
         )
 
     with tempfile.TemporaryDirectory() as folder:
@@ -344,6 +393,7 @@ def export(
             sparse=sparse,
             converter=converter,
             encoding=encoding,
+            per_channel_dense=per_channel_dense,
             shrink=shrink_summary,
         )
         if verify:

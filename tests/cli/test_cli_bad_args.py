@@ -207,6 +207,7 @@ CONVERT = [
     (["{files}/small.keras", "/dev/null/m.tflite"], "output"),
     (["{files}/small.keras", "{tmp}/m.tflite", "--quantization", "int4"], "quant"),
     (["{files}/small.keras", "{tmp}/m.tflite", "--quantization", "int8"], "repres"),
+    (["{files}/small.keras", "{tmp}/m.tflite", "--per-tensor-dense"], "per_channel"),
     (
         ["{files}/small.keras", "{tmp}/m.tflite", "--representative-npy"],
         "--representative-npy",

@@ -77,6 +77,37 @@ def test_int8_export_agrees_with_keras(tmp_path, mnist):
     assert details["dtype"] == np.float32
 
 
+def test_per_tensor_dense_weights_store_one_scale(tmp_path, mnist):
+    import tensorflow as tf
+
+    from tflite_export.convert import PER_TENSOR_DENSE
+    from tflite_export.flatbuffer import read
+
+    # The one private converter attribute the export uses still exists.
+    assert hasattr(tf.lite.TFLiteConverter.from_keras_model(mnist[0]), PER_TENSOR_DENSE)
+    model, x, x_test, y_test = mnist
+    files = {}
+    for per_channel in (True, False):
+        path = tmp_path / f"int8_{per_channel}.tflite"
+        report = export(
+            model,
+            str(path),
+            quantization="int8",
+            representative_data=x[:100],
+            sample=x_test[:200],
+            per_channel_dense=per_channel,
+        )
+        assert report.per_channel_dense is per_channel
+        assert report.verification.argmax_agreement >= 0.95
+        units, inputs = 10, model.layers[-1].kernel.shape[0]
+        dense = [t for t in read(path) if t.data and t.shape == (units, inputs)]
+        files[per_channel] = (path.stat().st_size, dense[0].quant_param_bytes)
+    assert files[True][1] == 10 * 12  # a float32 scale + an int64 zero point each
+    assert files[False][1] == 12
+    assert files[False][0] < files[True][0]
+    assert "Dense weights per tensor" in str(report)
+
+
 def test_int8_weights_keep_the_zeros(tmp_path):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((64,)), L.Dense(32), L.Dense(4)])
@@ -127,6 +158,8 @@ def test_int8_without_representative_data_writes_nothing(tmp_path):
     [
         (keras.Sequential([L.Dense(2)]), {}, "built"),
         (_small_model(), {"quantization": "int4"}, "quantization"),
+        (_small_model(), {"per_channel_dense": False}, "needs quantization='int8'"),
+        (_small_model(), {"per_channel_dense": "no"}, "per_channel_dense"),
         (_small_model(), {"sample": np.zeros((2, 5))}, "sample"),
         (_small_model(), _int8([np.zeros((2, 5), "float32")]), "shape"),
         (_small_model(), _int8(np.zeros((2, 5), "float32")), "shape"),
@@ -137,6 +170,8 @@ def test_int8_without_representative_data_writes_nothing(tmp_path):
     ids=[
         "unbuilt",
         "unknown-quantization",
+        "per-tensor-dense-float",
+        "per-tensor-dense-not-bool",
         "bad-sample",
         "calibration-list-shape",
         "calibration-array-shape",
@@ -221,3 +256,20 @@ def test_cli_convert_int8(tmp_path, mnist):
     )
     assert code == 0
     assert (tmp_path / "model.tflite").stat().st_size > 0
+    code = main(
+        [
+            "convert",
+            str(tmp_path / "model.keras"),
+            str(tmp_path / "per_tensor.tflite"),
+            "--quantization",
+            "int8",
+            "--representative-npy",
+            str(tmp_path / "calibration.npy"),
+            "--per-tensor-dense",
+        ]
+    )
+    assert code == 0
+    sizes = [
+        (tmp_path / f).stat().st_size for f in ("model.tflite", "per_tensor.tflite")
+    ]
+    assert sizes[1] < sizes[0]

@@ -139,6 +139,12 @@ def parser() -> argparse.ArgumentParser:
         help="masked retraining epochs (default: the schedule's; 6 for 'default')",
     )
     c.add_argument("--no-export", action="store_true", help="skip the TFLite export")
+    c.add_argument(
+        "--per-tensor-dense",
+        action="store_true",
+        help="quantize Dense weights with one scale per tensor (smaller file: no "
+        "scale and zero point per output unit)",
+    )
     add_robust_parsers(sub)
     return top
 

@@ -21,7 +21,7 @@ from tf_reweight.cli import robust as cli_robust
 from tf_reweight.core import backend_support
 
 
-def _export(plain, out: Path, train, test) -> dict:
+def _export(plain, out: Path, train, test, per_channel_dense: bool) -> dict:
     from tflite_export import evaluate_tflite, export
 
     x_test, y_test = test
@@ -34,6 +34,7 @@ def _export(plain, out: Path, train, test) -> dict:
         sparse=True,
         representative_data=train[0][:512],
         sample=x_test[:1000],
+        per_channel_dense=per_channel_dense,
     )
     accuracy = evaluate_tflite(report.path, x_test, y_test)
     print(report)
@@ -134,7 +135,9 @@ def compress(args) -> dict:
         "prune_seconds": round(result.seconds, 1),
     }
     if not args.no_export:
-        record["export"] = _export(plain, out, train, test)
+        record["export"] = _export(
+            plain, out, train, test, per_channel_dense=not args.per_tensor_dense
+        )
     record["total_seconds"] = round(time.perf_counter() - start, 1)
     reporting.write_report(
         out, record, rep, result.history, {"hard prune": args.reweight_epochs}

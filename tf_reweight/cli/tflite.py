@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--shrink", action="store_true", help="Remove zero filters first."
     )
+    convert.add_argument(
+        "--per-tensor-dense",
+        action="store_true",
+        help="Quantize Dense weights with one scale per tensor (int8, dynamic).",
+    )
     convert.add_argument("--sample-npy", help=".npy array of verification inputs.")
 
     check = commands.add_parser("verify", help="Verify a .tflite file.")
@@ -193,6 +198,7 @@ def _run(args):
             shrink=args.shrink,
             sample=sample,
             converter=args.converter,
+            per_channel_dense=not args.per_tensor_dense,
         )
         return report, report.verification.argmax_agreement
     _check_tflite(args.tflite, "tflite")
