@@ -80,20 +80,22 @@ class SparsityReport:
         }
 
     def __str__(self) -> str:
+        # The structure column widens for long names ("block:16x1:magnitude").
+        wide = max([14, *(len(r.structure) + 2 for r in self.rows)])
         head = (
-            f"{'layer':<24}{'kernel':<18}{'structure':<14}{'weights':>10}"
+            f"{'layer':<24}{'kernel':<18}{'structure':<{wide}}{'weights':>10}"
             f"{'nonzeros':>10}{'sparsity':>10}{'rate':>9}"
         )
         lines = [head, "-" * len(head)]
         for r in self.rows:
             lines.append(
-                f"{r.layer:<24}{r.kernel:<18}{r.structure:<14}{r.weights:>10}"
+                f"{r.layer:<24}{r.kernel:<18}{r.structure:<{wide}}{r.weights:>10}"
                 f"{r.nonzeros:>10}{r.sparsity:>10.2%}{r.rate:>8.1f}x"
             )
         weights, nonzeros = self._totals(self.pruned_rows)
         lines.append("-" * len(head))
         lines.append(
-            f"{'pruned kernels':<56}{weights:>10}{nonzeros:>10}"
+            f"{'pruned kernels':<{42 + wide}}{weights:>10}{nonzeros:>10}"
             f"{self.sparsity:>10.2%}{self.rate:>8.1f}x"
         )
         return "\n".join(lines)
