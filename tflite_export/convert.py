@@ -19,6 +19,7 @@ import tensorflow as tf
 import tf_reweight as tfr
 from tf_reweight.core.backend_support import quiet_native_logs
 from tf_reweight.core.checks import check_bool, check_choice
+from tflite_export import quantizer
 from tflite_export.encoding import EncodingChoice, write_encoding
 from tflite_export.flatbuffer import gzip_bytes
 from tflite_export.inputs import random_sample, validate_batch, validate_model
@@ -27,7 +28,7 @@ from tflite_export.shrink import shrink as shrink_model
 from tflite_export.verify import VerifyReport
 from tflite_export.verify import verify as verify_file
 
-QUANTIZATIONS = ("none", "dynamic", "int8", "float16")
+QUANTIZATIONS = ("none", "dynamic", "int8", "float16", *quantizer.MODES)
 SPARSE = (True, False, "auto")
 CONVERTERS = ("saved_model", "keras")
 # The converter's one setting used here that has no public name: per-tensor
@@ -45,7 +46,8 @@ class ExportReport:
         path: The written `.tflite` file.
         file_bytes: Its size in bytes.
         gzip_bytes: Its size compressed with gzip (as apps ship it).
-        quantization: One of `"none"`, `"dynamic"`, `"int8"`, `"float16"`.
+        quantization: One of `"none"`, `"dynamic"`, `"int8"`, `"float16"`,
+            `"weight_int8"`, `"weight_int4"`.
         sparse: The encoding requested: True, False or `"auto"`.
         converter: `"saved_model"` or `"keras"` (Keras' LiteRT exporter).
         per_channel_dense: Whether Dense weights were quantized per output
@@ -153,6 +155,12 @@ def _convert(
     model, quantization: str, sparse: bool, data, converter: str, per_channel_dense
 ) -> bytes:
     """Converts ``model`` to a flatbuffer, native log lines held back."""
+    if quantization in quantizer.MODES:  # float first, then LiteRT's quantizer
+        flatbuffer = _convert(model, "none", False, data, converter, True)
+        with quiet_native_logs():
+            return quantizer.quantize_flatbuffer(
+                flatbuffer, quantizer.MODES[quantization]
+            )
     options = _converter_options(quantization, sparse, data, model, per_channel_dense)
     with tempfile.TemporaryDirectory() as folder, quiet_native_logs():
         if converter == "keras":
@@ -237,6 +245,13 @@ def _check_arguments(
             f"Expected `quantization` to be one of {QUANTIZATIONS}. "
             f"Received: quantization={quantization!r}"
         )
+    quantizer.require(quantization)
+    if quantization in quantizer.MODES and sparse is True:
+        raise ValueError(
+            f"quantization={quantization!r} (LiteRT's quantizer) writes dense "
+            "tensors; the sparse encoding is the converter's. Expected "
+            f"sparse=False or 'auto'. Received: sparse=True"
+        )
     check_bool("per_channel_dense", per_channel_dense)
     if not per_channel_dense and quantization not in ("int8", "dynamic"):
         raise ValueError(
@@ -300,6 +315,10 @@ def export(
       calibrated on `representative_data`. Input and output stay float32
       (quantize/dequantize ops are inside the model), so the file is fed the
       same data as the Keras model.
+    - `"weight_int8"`, `"weight_int4"`: LiteRT's own quantizer
+      (``ai-edge-quantizer``, `tflite_export.quantizer`) on the float file:
+      8- or 4-bit symmetric per-channel weights, dequantized before float32
+      ops. Dense tensors only (``sparse`` must not be True).
 
     Weight encodings (`sparse`): LiteRT's sparse encoding
     (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`) stores weight tensors with
@@ -314,7 +333,8 @@ def export(
     Args:
         model: A built Keras 3 model with one input and one output.
         path: Where to write the `.tflite` file.
-        quantization: One of `"none"`, `"dynamic"`, `"int8"`, `"float16"`.
+        quantization: One of `"none"`, `"dynamic"`, `"int8"`, `"float16"`,
+            `"weight_int8"`, `"weight_int4"`.
         sparse: `"auto"`, True or False (see above).
         representative_data: Calibration inputs for `"int8"`: either an array
             of samples (each sample is one calibration step; a few hundred is
@@ -357,6 +377,8 @@ def export(
         sample,
         per_channel_dense,
     )
+    if quantization in quantizer.MODES:
+        sparse = False  # the quantizer rewrites dense tensors only
     if representative_data is not None and iter(representative_data) is (
         representative_data
     ):

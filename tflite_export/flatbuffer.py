@@ -79,10 +79,17 @@ class TfliteTensor:
         return len(self.shape)
 
     def values(self) -> np.ndarray | None:
-        """The stored values of a float32, float16 or int8 constant, else None.
+        """The stored values of a float32, float16, int8 or int4 constant, else None.
 
         A sparse tensor's values are its kept values, not its dense array.
+        Int4 values (two to a byte, the first in the low half) come back as
+        int8 in [-8, 7].
         """
+        if self.type == schema.TensorType.INT4 and self.data and not self.sparse:
+            packed = np.frombuffer(self.data, np.uint8)
+            nibbles = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(-1)
+            nibbles = nibbles[: int(np.prod(self.shape))].astype(np.int8)
+            return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.int8)
         dtype = WEIGHT_DTYPES.get(self.type)
         if dtype is None or not self.data:
             return None
@@ -177,13 +184,13 @@ def count_zero_weights(tflite_path: str | Path) -> tuple[int, int, int]:
     """Counts the zeros that survive in the weight tensors of a flatbuffer.
 
     A weight tensor is a constant tensor (one backed by a data buffer) of rank
-    >= 2 stored as float32, float16 or int8; rank-1 constants (biases, shapes)
+    >= 2 stored as float32, float16, int8 or int4; rank-1 constants (biases, shapes)
     are not counted. Elements are counted at the tensor's dense shape. For an
     int8 tensor a zero is a stored value of 0: the TFLite quantization spec
     fixes the zero point of weights at 0, so this is exactly a real 0.0. A
     tensor in the sparse encoding stores every non-zero value (plus the zeros
     inside kept blocks), so its zeros are its dense size minus its stored
-    non-zero values.
+    non-zero values. Int4 weights (``ai-edge-quantizer``) are symmetric too.
 
     Args:
         tflite_path: Path of a `.tflite` file.
