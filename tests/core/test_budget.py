@@ -349,3 +349,47 @@ def test_groups_of_other_structures_or_widths_are_ranked_alone():
         grouped = budget.select(structs, kernels, 0.5, groups=[(0, 1)])
         assert grouped[0] == alone[0]
         assert all(a is b for a, b in zip(grouped[1], alone[1], strict=True))
+
+
+def test_partial_selection_matches_a_full_stable_sort(monkeypatch):
+    """`top_k` and the global order pick what a stable descending sort picks."""
+    from tf_reweight.core.group_structures import top_k
+
+    rng = np.random.default_rng(0)
+    for n, keep in [(1, 0), (1, 1), (50, 7), (1000, 999), (1000, 500), (64, 64)]:
+        scores = rng.integers(0, 5, n).astype(float)  # many ties
+        expected = np.zeros(n, bool)
+        expected[np.argsort(-scores, kind="stable")[:keep]] = True
+        np.testing.assert_array_equal(top_k(scores, keep), expected)
+    scores = np.array([1.0, np.nan, 3.0, np.nan])
+    np.testing.assert_array_equal(top_k(scores, 3), [True, True, True, False])
+    # Global budgets with ties across the threshold, against full sorts.
+    kernels = [rng.normal(size=(3, 3, 8, 16)), rng.normal(size=(1, 1, 16, 32))]
+    kernels[0][0, 0, :4] = 0.5
+    kernels[1] = np.round(kernels[1], 1)
+    single = [structures.get("unstructured")] * 2
+    flat = np.concatenate([np.abs(k).ravel() for k in kernels])
+    owner = np.repeat([0, 1], [k.size for k in kernels])
+    for sparsity in (0.3, 0.75, 0.97):
+        # Global magnitude pruning: the best units whose count is nearest
+        # the budget, ties to the earlier kernel.
+        taken = int(
+            np.argmin(np.abs(np.arange(1, flat.size + 1) - (1 - sparsity) * flat.size))
+        )
+        best = np.argsort(-flat, kind="stable")[: taken + 1]
+        expected = np.bincount(owner[best], minlength=2).tolist()
+        assert budget.allocate(single, kernels, sparsity) == expected
+    mixed = [
+        [structures.get(s) for s in names]
+        for names in (["filter", "unstructured"], ["block:4x4", "filter"])
+    ]
+    found = [budget.allocate(c, kernels, s) for c in mixed for s in (0.3, 0.75, 0.97)]
+    monkeypatch.setattr(
+        budget,
+        "_descending",
+        lambda scores, *_args, **_kw: np.argsort(-scores, kind="stable"),
+    )
+    expected = [
+        budget.allocate(c, kernels, s) for c in mixed for s in (0.3, 0.75, 0.97)
+    ]
+    assert found == expected

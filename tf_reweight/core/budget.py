@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tf_reweight.core import joint
+from tf_reweight.core.group_structures import top_indices
 from tf_reweight.core.structures import Structure
 
 
@@ -259,6 +260,22 @@ def _protected(scores, members, scored, shares, sparsity) -> np.ndarray:
     return np.concatenate(protected)
 
 
+def _descending(scores, weight, budget: float, whole: bool) -> np.ndarray:
+    """The units in stable descending order of score, as far as the budget needs.
+
+    Without couplings a unit's weights are its cost, so only the best units
+    whose weights pass the budget by one unit can be taken: those are found
+    by partition and only they are sorted (a global unstructured budget has
+    millions of units). With couplings (``whole``) every unit is sorted.
+    """
+    if not whole and len(scores):
+        need = (budget + float(np.max(weight))) / max(float(np.min(weight)), 1e-30)
+        candidates = top_indices(scores, math.ceil(need) + 1)
+        if len(candidates) < len(scores):
+            return candidates[np.argsort(-scores[candidates], kind="stable")]
+    return np.argsort(-scores, kind="stable")
+
+
 def select(
     structures: Sequence[Structure],
     kernels: Sequence[np.ndarray],
@@ -351,9 +368,16 @@ def select(
     if streams and kept(protected) > budget * (1.0 + 1e-9):
         protected = _protected(scores, members, scored, shares, None)
     scores[protected] = np.inf
-    order = np.argsort(-scores, kind="stable")
-    cumulative = np.cumsum(weight[order])
     floors = len(protected)
+    if not valid and np.all(weight == weight[0]):
+        # Units of one size (single weights): the count nearest the budget,
+        # then the best units, unsorted (a model can hold millions).
+        base = math.floor(budget / weight[0])
+        options = sorted({min(max(c, 1), len(scores)) for c in (base, base + 1)})
+        taken = min(options, key=lambda c: abs(c * weight[0] - budget))
+        return counts(top_indices(scores, max(taken, floors))), views
+    order = _descending(scores, weight, budget, whole=bool(valid))
+    cumulative = np.cumsum(weight[order])
     taken = max(int(np.argmin(np.abs(cumulative - budget))) + 1, floors)
     if valid:
         # Kept weights grow with the units taken: the first count whose kept

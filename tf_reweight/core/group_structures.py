@@ -125,10 +125,31 @@ class Structure:
 
 
 def top_k(scores: np.ndarray, keep: int) -> np.ndarray:
-    """A boolean vector selecting exactly ``keep`` largest scores (stable)."""
-    kept = np.zeros(scores.shape[0], bool)
-    kept[np.argsort(-scores, kind="stable")[:keep]] = True
+    """A boolean vector selecting exactly ``keep`` largest scores (stable).
+
+    The same units as the first ``keep`` of a stable descending sort (ties go
+    to the lower index, NaN last), found by partition in linear time.
+    """
+    n = scores.shape[0]
+    keep = min(max(int(keep), 0), n)
+    kept = np.zeros(n, bool)
+    if keep in (0, n):
+        kept[:keep] = True
+        return kept
+    negative = -scores
+    threshold = np.partition(negative, keep - 1)[keep - 1]
+    np.less(negative, threshold, out=kept)
+    ties = np.flatnonzero(negative == threshold)[: keep - int(np.count_nonzero(kept))]
+    kept[ties] = True
+    if np.count_nonzero(kept) < keep:  # NaN scores: the sort's order
+        kept[:] = False
+        kept[np.argsort(negative, kind="stable")[:keep]] = True
     return kept
+
+
+def top_indices(scores: np.ndarray, count: int) -> np.ndarray:
+    """The indices of the ``count`` largest scores (`top_k`), in index order."""
+    return np.flatnonzero(top_k(scores, count))
 
 
 class _PermutedStructure(Structure):
