@@ -168,27 +168,59 @@ def _chain(size: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="mobilenet_chain")
 
 
-def part_xnnpack(args, store: records.Store, command: str) -> None:
-    builders = {
-        "mobilenet_v2": lambda: keras.applications.MobileNetV2(
-            input_shape=(args.size, args.size, 3), weights=None, classes=10
-        ),
-        "mobilenet_chain": lambda: _chain(args.size),
-    }
-    for name, build in builders.items():
-        key = {
-            "part": "xnnpack",
-            "model": name,
-            "structure": "unstructured",
-            "sparsity": args.sparsity,
-            "quantization": "none",
-            "size": args.size,
-        }
-        if store.has(key):
-            print(f"[skip] {key}", flush=True)
+BUILDERS = {
+    "mobilenet_v2": lambda size: keras.applications.MobileNetV2(
+        input_shape=(size, size, 3), weights=None, classes=10
+    ),
+    "mobilenet_v3_small": lambda size: keras.applications.MobileNetV3Small(
+        input_shape=(size, size, 3), weights=None, classes=10
+    ),
+    "mobilenet_chain": lambda size: _chain(size),
+}
+
+
+def _unrecorded(args, store: records.Store, key: dict, names):
+    """``(name, key, model)`` of each model not yet recorded, random weights."""
+    for name in names:
+        record_key = {**key, "model": name, "size": args.size}
+        if store.has(record_key):
+            print(f"[skip] {record_key}", flush=True)
             continue
         keras.utils.set_random_seed(args.seed)
-        model = build()
+        yield name, record_key, BUILDERS[name](args.size)
+
+
+def _timed_pair(args, first, second) -> tuple[tuple, tuple]:
+    """Exports two ``(model, export options)`` as float32 and times them together.
+
+    Returns:
+        ``(delegate, median ms, file bytes)`` of each, timed in interleaved
+        rounds (`tflite_export.measure_pair`).
+    """
+    sample = np.random.default_rng(0).uniform(size=(4, args.size, args.size, 3))
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [str(Path(folder) / f"{i}.tflite") for i in (0, 1)]
+        for path, (model, options) in zip(paths, (first, second), strict=True):
+            export(model, path, verify=False, **options)
+        timings = measure_pair(
+            *paths, sample.astype("float32"), rounds=args.rounds, runs=args.runs
+        )
+        return tuple(
+            (*timing, Path(path).stat().st_size)
+            for timing, path in zip(timings, paths, strict=True)
+        )
+
+
+def part_xnnpack(args, store: records.Store, command: str) -> None:
+    common = {
+        "part": "xnnpack",
+        "structure": "unstructured",
+        "sparsity": args.sparsity,
+        "quantization": "none",
+    }
+    for name, key, model in _unrecorded(
+        args, store, common, ("mobilenet_v2", "mobilenet_chain")
+    ):
         pointwise = [
             layer.name
             for layer in model.layers
@@ -199,27 +231,15 @@ def part_xnnpack(args, store: records.Store, command: str) -> None:
         )
         tfr.hard_prune(pruned)
         plain = tfr.strip(pruned)
-        sample = np.random.default_rng(0).uniform(size=(4, args.size, args.size, 3))
-        with tempfile.TemporaryDirectory() as folder:
-            sparse, dense = (
-                Path(folder) / "sparse.tflite",
-                Path(folder) / "dense.tflite",
-            )
-            export(plain, sparse, sparse=True, verify=False)
-            export(plain, dense, sparse=False, verify=False)
-            (sparse_delegate, sparse_ms), (dense_delegate, dense_ms) = measure_pair(
-                str(sparse),
-                str(dense),
-                sample.astype("float32"),
-                rounds=args.rounds,
-                runs=args.runs,
-            )
-            sizes = (sparse.stat().st_size, dense.stat().st_size)
+        (
+            (sparse_delegate, sparse_ms, sparse_bytes),
+            (dense_delegate, dense_ms, dense_bytes),
+        ) = _timed_pair(args, (plain, {"sparse": True}), (plain, {"sparse": False}))
         record = {
             **key,
             "pointwise_layers": len(pointwise),
-            "sparse_bytes": sizes[0],
-            "dense_bytes": sizes[1],
+            "sparse_bytes": sparse_bytes,
+            "dense_bytes": dense_bytes,
             "sparse_delegate": sparse_delegate,
             "dense_delegate": dense_delegate,
             "sparse_ms": round(sparse_ms, 4),
@@ -243,48 +263,23 @@ def part_xnnpack(args, store: records.Store, command: str) -> None:
 
 def part_shrink(args, store: records.Store, command: str) -> None:
     """Latency of filter-pruned, shrunk models against their MAC reduction."""
-    builders = {
-        "mobilenet_v2": lambda: keras.applications.MobileNetV2(
-            input_shape=(args.size, args.size, 3), weights=None, classes=10
-        ),
-        "mobilenet_v3_small": lambda: keras.applications.MobileNetV3Small(
-            input_shape=(args.size, args.size, 3), weights=None, classes=10
-        ),
+    common = {
+        "part": "shrink",
+        "structure": "filter",
+        "sparsity": args.shrink_sparsity,
+        "quantization": "none",
     }
-    for name, build in builders.items():
-        key = {
-            "part": "shrink",
-            "model": name,
-            "structure": "filter",
-            "sparsity": args.shrink_sparsity,
-            "quantization": "none",
-            "size": args.size,
-        }
-        if store.has(key):
-            print(f"[skip] {key}", flush=True)
-            continue
-        keras.utils.set_random_seed(args.seed)
-        model = build()
+    for name, key, model in _unrecorded(
+        args, store, common, ("mobilenet_v2", "mobilenet_v3_small")
+    ):
         pruned = tfr.apply(model, "filter", args.shrink_sparsity)
         tfr.hard_prune(pruned)
         plain = tfr.strip(pruned)
         small = shrink(plain)
         macs = shrink_report(plain, small)
-        sample = np.random.default_rng(0).uniform(size=(4, args.size, args.size, 3))
-        with tempfile.TemporaryDirectory() as folder:
-            shrunk, dense = (
-                Path(folder) / "shrunk.tflite",
-                Path(folder) / "dense.tflite",
-            )
-            export(small, shrunk, verify=False, sparse=False)
-            export(model, dense, verify=False, sparse=False)
-            (shrunk_delegate, shrunk_ms), (dense_delegate, dense_ms) = measure_pair(
-                str(shrunk),
-                str(dense),
-                sample.astype("float32"),
-                rounds=args.rounds,
-                runs=args.runs,
-            )
+        (shrunk_delegate, shrunk_ms, _), (dense_delegate, dense_ms, _) = _timed_pair(
+            args, (small, {"sparse": False}), (model, {"sparse": False})
+        )
         mac_ratio = macs.macs_before / macs.macs_after
         record = {
             **key,

@@ -58,26 +58,37 @@ def test_float_export_matches_keras(tmp_path, mnist):
     assert report.verification is None
 
 
-def test_int8_export_agrees_with_keras(tmp_path, mnist):
-    model, x, x_test, y_test = mnist
-    path = tmp_path / "int8.tflite"
-    report = export(
-        model,
-        str(path),
-        quantization="int8",
-        representative_data=x[:100],
-        sample=x_test[:200],
-    )
+@pytest.fixture(scope="module")
+def int8_files(mnist, tmp_path_factory):
+    """The MNIST net exported int8, Dense weights per channel and per tensor."""
+    model, x, x_test, _ = mnist
+    folder = tmp_path_factory.mktemp("int8")
+    return {
+        per_channel: export(
+            model,
+            str(folder / f"int8_{per_channel}.tflite"),
+            quantization="int8",
+            representative_data=x[:100],
+            sample=x_test[:200],
+            per_channel_dense=per_channel,
+        )
+        for per_channel in (True, False)
+    }
 
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_int8_export_agrees_with_keras(mnist, int8_files, per_channel):
+    model, _, x_test, y_test = mnist
+    report = int8_files[per_channel]
     # Stated tolerance: >= 95% argmax agreement, accuracy within 2 points.
     assert report.verification.argmax_agreement >= 0.95
     keras_accuracy = np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test)
-    assert abs(evaluate_tflite(str(path), x_test, y_test) - keras_accuracy) <= 0.02
-    details = Interpreter(model_path=str(path)).get_input_details()[0]
+    assert abs(evaluate_tflite(report.path, x_test, y_test) - keras_accuracy) <= 0.02
+    details = Interpreter(model_path=report.path).get_input_details()[0]
     assert details["dtype"] == np.float32
 
 
-def test_per_tensor_dense_weights_store_one_scale(tmp_path, mnist):
+def test_per_tensor_dense_weights_store_one_scale(mnist, int8_files):
     import tensorflow as tf
 
     from tflite_export.convert import PER_TENSOR_DENSE
@@ -85,27 +96,17 @@ def test_per_tensor_dense_weights_store_one_scale(tmp_path, mnist):
 
     # The one private converter attribute the export uses still exists.
     assert hasattr(tf.lite.TFLiteConverter.from_keras_model(mnist[0]), PER_TENSOR_DENSE)
-    model, x, x_test, y_test = mnist
+    units, inputs = 10, mnist[0].layers[-1].kernel.shape[0]
     files = {}
-    for per_channel in (True, False):
-        path = tmp_path / f"int8_{per_channel}.tflite"
-        report = export(
-            model,
-            str(path),
-            quantization="int8",
-            representative_data=x[:100],
-            sample=x_test[:200],
-            per_channel_dense=per_channel,
-        )
+    for per_channel, report in int8_files.items():
         assert report.per_channel_dense is per_channel
-        assert report.verification.argmax_agreement >= 0.95
-        units, inputs = 10, model.layers[-1].kernel.shape[0]
-        dense = [t for t in read(path) if t.data and t.shape == (units, inputs)]
-        files[per_channel] = (path.stat().st_size, dense[0].quant_param_bytes)
-    assert files[True][1] == 10 * 12  # a float32 scale + an int64 zero point each
+        dense = [t for t in read(report.path) if t.data and t.shape == (units, inputs)]
+        files[per_channel] = (report.file_bytes, dense[0].quant_param_bytes)
+    assert files[True][1] == units * 12  # a float32 scale + an int64 zero point each
     assert files[False][1] == 12
     assert files[False][0] < files[True][0]
-    assert "Dense weights per tensor" in str(report)
+    assert "Dense weights per tensor" in str(int8_files[False])
+    assert "per tensor" not in str(int8_files[True])
 
 
 def test_int8_weights_keep_the_zeros(tmp_path):
