@@ -15,6 +15,9 @@ def results(tmp_path_factory):
     formats.main(
         [*argv, "--part", "xnnpack", "--size", "32", "--rounds", "1", "--runs", "2"]
     )
+    formats.main(
+        [*argv, "--part", "shrink", "--size", "32", "--rounds", "1", "--runs", "2"]
+    )
     return path, argv
 
 
@@ -51,3 +54,16 @@ def test_a_second_run_resumes(results, capsys):
     formats.main([*argv, "--part", "bytes"])
     assert path.read_text() == before
     assert "[skip]" in capsys.readouterr().out
+
+
+def test_shrink_records_fewer_macs_and_both_latencies(results):
+    path, _ = results
+    rows = [r for r in json.loads(path.read_text()) if r["part"] == "shrink"]
+    assert {r["model"] for r in rows} == {"mobilenet_v2", "mobilenet_v3_small"}
+    for row in rows:
+        assert row["macs_after"] < row["macs_before"]
+        assert row["mac_ratio"] == pytest.approx(
+            row["macs_before"] / row["macs_after"], 1e-2
+        )
+        assert row["params_after"] < row["params_before"]
+        assert row["shrunk_ms"] > 0 and row["dense_ms"] > 0
