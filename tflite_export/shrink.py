@@ -201,8 +201,11 @@ def _inline(model: keras.Model) -> keras.Model:
 
     Every layer call is replayed on a fresh copy of its layer (same config,
     name and weights), so the user's layers gain no call. The copy computes
-    the same function; a name that two nested models share is refused.
+    the same function. A layer name that would appear twice in the flat graph
+    (two nested models share it, or a nested model is called twice) is
+    refused by name.
     """
+    names: set[str] = set()
 
     def replay(graph_model, values):
         model_graph = walker.graph(graph_model)
@@ -216,6 +219,15 @@ def _inline(model: keras.Model) -> keras.Model:
             if walker.is_graph_model(call.op):
                 outputs = replay(call.op, args)
             elif isinstance(call.op, L.Layer):
+                if call.op.name in names:
+                    raise ValueError(
+                        "`shrink` opens nested models into one graph, where each "
+                        "layer must appear once under its own name. Rename the "
+                        "layers two nested models share, and give each call of a "
+                        f"nested model its own model. Received: layer "
+                        f"{call.op.name!r} twice in model={model.name!r}"
+                    )
+                names.add(call.op.name)
                 copy = call.op.__class__.from_config(call.op.get_config())
                 outputs = keras.tree.flatten(dataclasses.replace(call, op=copy)(args))
                 copy.set_weights(call.op.get_weights())
@@ -226,15 +238,8 @@ def _inline(model: keras.Model) -> keras.Model:
         return [env[id(t)] for t in model_graph.outputs]
 
     outputs = replay(model, list(model.inputs))
-    try:
-        inputs, outputs = (t if len(t) > 1 else t[0] for t in (model.inputs, outputs))
-        return keras.Model(inputs, outputs, name=model.name)
-    except ValueError as error:
-        raise ValueError(
-            "`shrink` opens nested models into one graph, and their layer names "
-            "must then be unique. Rename the layers that repeat. Received: "
-            f"model={model.name!r} ({error})"
-        ) from None
+    inputs, outputs = (t if len(t) > 1 else t[0] for t in (model.inputs, outputs))
+    return keras.Model(inputs, outputs, name=model.name)
 
 
 def shrink(model: keras.Model) -> keras.Model:

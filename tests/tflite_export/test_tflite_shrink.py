@@ -514,5 +514,14 @@ def test_nested_models_with_clashing_layer_names_are_refused():
     outputs = inner(L.Conv2D(4, 1, name="conv")(inputs))
     model = keras.Model(inputs, outputs)
     _zero_filters(inner.get_layer("conv"), [1])
-    with pytest.raises(ValueError, match="layer names must then be unique"):
+    with pytest.raises(ValueError, match="layer 'conv' twice"):
+        shrink(model)
+
+
+def test_a_nested_model_called_twice_is_refused_by_name():
+    inner = keras.Sequential([L.Conv2D(4, 1, name="inner_conv")], name="inner")
+    inputs = keras.Input((4, 4, 4))
+    model = keras.Model(inputs, inner(inner(inputs)))
+    _zero_filters(inner.get_layer("inner_conv"), [1])
+    with pytest.raises(ValueError, match="layer 'inner_conv' twice"):
         shrink(model)
