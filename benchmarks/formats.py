@@ -182,6 +182,8 @@ BUILDERS = {
 def _unrecorded(args, store: records.Store, key: dict, names):
     """``(name, key, model)`` of each model not yet recorded, random weights."""
     for name in names:
+        if args.models and name not in args.models.split(","):
+            continue
         record_key = {**key, "model": name, "size": args.size}
         if store.has(record_key):
             print(f"[skip] {record_key}", flush=True)
@@ -326,6 +328,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--models", default="", help="xnnpack/shrink: only these (comma-separated)"
+    )
     p.add_argument("--results", default=str(RESULTS))
     return p
 
