@@ -47,14 +47,12 @@ class Preset:
     """A structure per kind of layer.
 
     Attributes:
-        name: The name users pass as ``structure``.
         fully_connected: The structure of Dense and EinsumDense kernels.
         other: The structure of every other kernel (convolutions).
         min_rows: Fully connected kernels with fewer inputs than this take
             ``other`` (a block must fit the kernel).
     """
 
-    name: str
     fully_connected: str
     other: str
     min_rows: int = 1
@@ -62,7 +60,6 @@ class Preset:
 
 PRESETS = {
     "litert": Preset(
-        "litert",
         fully_connected="block:16x1:magnitude",
         other="unstructured",
         min_rows=16,
