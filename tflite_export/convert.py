@@ -121,7 +121,7 @@ def _representative_dataset(data, model):
 
 
 def _converter_options(
-    quantization: str, sparse: bool, data, model, per_channel_dense: bool = True
+    quantization: str, sparse: bool, data, model, per_channel_dense: bool
 ) -> dict:
     """The TFLite converter's settings, as `keras.Model.export` takes them."""
     optimizations = [] if quantization == "none" else [tf.lite.Optimize.DEFAULT]
@@ -156,7 +156,9 @@ def _convert(
 ) -> bytes:
     """Converts ``model`` to a flatbuffer, native log lines held back."""
     if quantization in quantizer.MODES:  # float first, then LiteRT's quantizer
-        flatbuffer = _convert(model, "none", False, data, converter, True)
+        flatbuffer = _convert(
+            model, "none", False, data, converter, per_channel_dense=True
+        )
         with quiet_native_logs():
             return quantizer.quantize_flatbuffer(
                 flatbuffer, quantizer.MODES[quantization]
