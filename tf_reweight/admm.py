@@ -6,6 +6,6 @@ the whole-model steps and the `ADMMUpdate` callback in
 """
 
 from tf_reweight.callbacks.admm_update import ADMMUpdate, residual, update
-from tf_reweight.methods.admm import ADMMPenalty, units_kept
+from tf_reweight.methods.admm import ADMMPenalty
 
-__all__ = ["ADMMPenalty", "ADMMUpdate", "residual", "units_kept", "update"]
+__all__ = ["ADMMPenalty", "ADMMUpdate", "residual", "update"]

@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 
 import tf_reweight as tfr
 from tf_reweight.pruning import operations
@@ -114,3 +115,30 @@ def test_filters_of_a_residual_stream_are_pruned_together():
     kept = sum(int(np.count_nonzero(_canonical(pk))) for pk in kernel.values())
     unit = 3 * 3 * 3 + 16 + 3 * 3 * 16 + 24  # one joint filter and its rows
     assert abs(kept - 0.3 * total) <= unit
+
+
+@pytest.mark.parametrize("path", ["update", "refresh"])
+def test_admm_z_step_selects_a_residual_stream_jointly(path):
+    # ADMM's Z keeps the units the hard prune keeps: with U = 0 the budget's
+    # selection on W + U is its selection on W, residual stream included.
+    pruned = tfr.apply(_residual_net(), "filter", 0.7, method=tfr.ADMMPenalty(1e-3))
+    kernel = {w.name: w.pruned_kernels[0] for w in operations.wrappers(pruned)}
+    if path == "update":
+        tfr.callbacks.admm_update.update(pruned, dual=False)
+    else:
+        operations.refresh_penalties(pruned)
+    z = {
+        n: pk.layout.to_canonical(keras.ops.convert_to_numpy(pk.penalty.z))
+        for n, pk in kernel.items()
+    }
+    for _, pk, mask in operations.selected_masks(pruned):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(pk.penalty.z) != 0,
+            pk.layout.from_canonical((mask != 0) & (pk.canonical() != 0)),
+        )
+    operations.hard_prune(pruned, final=False)
+    kept = {n: _canonical(pk).any(axis=(0, 1, 2)) for n, pk in kernel.items()}
+    np.testing.assert_array_equal(z["stem"].any(axis=(0, 1, 2)), kept["stem"])
+    np.testing.assert_array_equal(z["b"].any(axis=(0, 1, 2)), kept["b"])
+    np.testing.assert_array_equal(kept["stem"], kept["b"])
+    assert not kept["stem"].all()

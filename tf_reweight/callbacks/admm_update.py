@@ -15,7 +15,6 @@ import keras
 from tf_reweight.callbacks.reweight import Reweight
 from tf_reweight.core.checks import check_bool, check_number
 from tf_reweight.methods.admm import ADMMPenalty
-from tf_reweight.pruning import importance
 from tf_reweight.pruning import operations as pruning
 
 
@@ -46,10 +45,11 @@ def update(
 ) -> None:
     """One Z/U step for every active ADMM kernel of a model, then grows ``rho``.
 
-    Keep counts come from `tf_reweight.pruning.allocate` at the current
-    targets, so in the ``"global"`` scope the per-layer budgets are those the
-    hard prune would use now (ranked on ``W``), and each kernel's Z-step
-    keeps its budget's largest units of ``W + U``.
+    The Z-step projects ``W + U`` onto the constraint the hard prune meets:
+    the budget (`tf_reweight.pruning.selected_masks`) ranks ``W + U`` at the
+    current targets, with BatchNorm folded in, across layers in the
+    ``"global"`` scope and with the kernels of a residual stream selected
+    together, and ``Z`` keeps the units it selects.
 
     Args:
         model: A model from `tf_reweight.apply` with `ADMMPenalty`.
@@ -63,14 +63,13 @@ def update(
     """
     dual = check_bool("dual", dual)
     rho_factor, rho_max = _check_rho_growth(rho_factor, rho_max)
-    active = {id(pk) for _, pk in _active(model)}
+    active = {id(pk): pk for _, pk in _active(model)}
     if not active:
         return
-    scales = importance.output_scales(model)
-    for w, pk, keep in pruning.allocate(model):
+    shifted = {key: pk.penalty.shifted(pk.canonical()) for key, pk in active.items()}
+    for _, pk, support in pruning.selected_masks(model, shifted):
         if id(pk) in active:
-            scale = importance.ranking_scale(w, pk, scales)
-            pk.penalty.update(pk.canonical(), keep, dual=dual, scale=scale)
+            pk.penalty.update(pk.canonical(), support, dual=dual)
             rho = float(keras.ops.convert_to_numpy(pk.penalty.rho)) * rho_factor
             pk.penalty.set_rho(rho if rho_max is None else min(rho, rho_max))
 

@@ -45,34 +45,7 @@ import keras
 import numpy as np
 
 from tf_reweight.core.checks import check_number
-from tf_reweight.core.structures import Structure
 from tf_reweight.methods.penalty import KernelPenalty
-
-
-def units_kept(structure: Structure, kept: np.ndarray, shape4) -> int:
-    """The keep count (in units) behind a boolean vector of kept groups.
-
-    Units are the penalty groups for most structures; for N:M and pattern
-    pruning the groups are single weights and a unit keeps
-    ``structure.unit_weights`` of them.
-
-    Args:
-        structure: The kernel's structure.
-        kept: Boolean per penalty group, as passed to `KernelPenalty.refresh`.
-        shape4: The canonical kernel shape.
-
-    Returns:
-        The number of units to keep.
-
-    Example:
-    >>> from tf_reweight import structures
-    >>> units_kept(structures.get("2:4"), np.ones(64, bool), (1, 1, 8, 16))
-    32
-    """
-    count = int(np.count_nonzero(kept))
-    if structure.num_units(shape4) == structure.num_groups(shape4):
-        return count
-    return max(count // structure.unit_weights(shape4), 1)
 
 
 @keras.saving.register_keras_serializable(package="tf_reweight")
@@ -132,32 +105,39 @@ class ADMMPenalty(KernelPenalty):
         """Whether ``rho > 0`` (False after `deactivate`)."""
         return bool(keras.ops.convert_to_numpy(self.rho) > 0.0)
 
-    def update(self, w4, keep: int, dual: bool = True, scale=None) -> None:
-        """The Z-step ``Z = project(W + U)`` and, if ``dual``, ``U += W - Z``.
+    def shifted(self, w4) -> np.ndarray:
+        """``W + U`` for a canonical kernel: what the Z-step projects."""
+        return np.asarray(w4, np.float32) + self._canonical(self.u)
+
+    def update(self, w4, support, dual: bool = True) -> None:
+        """The Z-step ``Z = (W + U) * support`` and, if ``dual``, ``U += W - Z``.
 
         Args:
             w4: The canonical kernel as a NumPy array.
-            keep: Units the constraint keeps (see `tf_reweight.pruning.allocate`).
+            support: The canonical 0/1 mask of the projection: the units the
+                budget keeps when it ranks ``W + U``
+                (`tf_reweight.pruning.selected_masks`), so that ``Z`` keeps
+                the units the hard prune will keep (BatchNorm folded in,
+                residual streams selected together).
             dual: Also take the U-step.
-            scale: None, or a factor broadcast against ``w4`` that the units
-                are ranked with (`tf_reweight.pruning.importance.ranking_scale`,
-                BatchNorm folded in), so that Z keeps the units the hard prune
-                will keep.
         """
-        v = np.asarray(w4, np.float32) + self._canonical(self.u)
-        ranked = v if scale is None else v * np.asarray(scale, np.float32)
-        z = v * self.structure.project(ranked, keep)
+        v = self.shifted(w4)
+        z = v * np.asarray(support, np.float32)
         self.z.assign(self.layout.from_canonical(z))
         if dual:
             self.u.assign(self.layout.from_canonical(v - z))
 
     def refresh(self, w4, kept):
-        """A full Z/U step, with the keep count read from ``kept``.
+        """A full Z/U step onto the penalty groups in ``kept``.
 
         This lets `tf_reweight.refresh_penalties` (and the `Reweight`
-        callback) drive ADMM too; `ADMMUpdate` calls `update` directly.
+        callback) drive ADMM too: ``kept`` are the groups the budget keeps on
+        the weights now. `ADMMUpdate` calls `update` with the budget's
+        selection on ``W + U``.
         """
-        self.update(w4, units_kept(self.structure, kept, np.shape(w4)))
+        kept = np.asarray(kept, np.float32)[:, None]
+        support = keras.ops.convert_to_numpy(self.structure.ungroup(kept, np.shape(w4)))
+        self.update(w4, support)
 
     def set_rho(self, rho: float) -> None:
         """Changes ``rho`` and rescales the scaled dual ``U`` by ``old / new``."""

@@ -16,6 +16,7 @@ from tf_reweight.pruning.operations import (
     hard_prune,
     refresh_penalties,
     require_wrappers,
+    selected_masks,
     set_sparsity,
     wrappers,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "hard_prune",
     "refresh_penalties",
     "require_wrappers",
+    "selected_masks",
     "set_sparsity",
     "wrappers",
 ]

@@ -101,9 +101,13 @@ def ranking_scale(
 
 
 def ranking_kernel(
-    wrapper: PruningWrapper, pk: PrunedKernel, scales: dict[int, np.ndarray]
+    wrapper: PruningWrapper,
+    pk: PrunedKernel,
+    scales: dict[int, np.ndarray],
+    kernel: np.ndarray | None = None,
 ) -> np.ndarray:
     """The canonical view of ``pk`` that the budget ranks (see the module):
-    ``pk.canonical()`` times `ranking_scale` (same arguments)."""
-    kernel = pk.canonical()
+    ``pk.canonical()`` (or ``kernel``, a canonical array ranked in its place)
+    times `ranking_scale` (same arguments)."""
+    kernel = pk.canonical() if kernel is None else kernel
     return kernel * ranking_scale(wrapper, pk, scales).astype(kernel.dtype)

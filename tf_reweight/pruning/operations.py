@@ -54,8 +54,15 @@ def allocate(model: keras.Model) -> list[tuple[PruningWrapper, PrunedKernel, int
     return [(w, pk, keep) for w, pk, keep, _ in _allocation(model)[0]]
 
 
-def _allocation(model: keras.Model) -> tuple[list[tuple], list[tuple]]:
+def _allocation(
+    model: keras.Model, kernels: dict[int, np.ndarray] | None = None
+) -> tuple[list[tuple], list[tuple]]:
     """`allocate`, with the view each kernel's units are selected on.
+
+    Args:
+        model: A model with `PruningWrapper` layers.
+        kernels: None, or canonical arrays ranked in place of the weights of
+            some kernels, keyed by ``id`` of their `PrunedKernel`.
 
     Returns:
         ``(wrapper, kernel, keep, view)`` per kernel (``structure.project(view,
@@ -65,7 +72,11 @@ def _allocation(model: keras.Model) -> tuple[list[tuple], list[tuple]]:
     backend_support.sync_state(model)  # backend hook: JAX state mid-epoch
     entries = _entries(require_wrappers(model))
     scales = importance.output_scales(model)
-    views = [importance.ranking_kernel(w, pk, scales) for w, pk in entries]
+    kernels = kernels or {}
+    views = [
+        importance.ranking_kernel(w, pk, scales, kernels.get(id(pk)))
+        for w, pk in entries
+    ]
     keep = [0] * len(entries)
     coupled = []
     global_ids = [i for i, (w, _) in enumerate(entries) if w.scope == "global"]
@@ -96,6 +107,31 @@ def _allocation(model: keras.Model) -> tuple[list[tuple], list[tuple]]:
         (w, pk, k, view) for (w, pk), k, view in zip(entries, keep, views, strict=True)
     ]
     return rows, coupled
+
+
+def selected_masks(
+    model: keras.Model, kernels: dict[int, np.ndarray] | None = None
+) -> list[tuple[PruningWrapper, PrunedKernel, np.ndarray]]:
+    """The canonical 0/1 masks the budget selects at the current targets.
+
+    These are the masks `hard_prune` assigns (before it frees coupled rows):
+    each kernel's structure projected on its ranking view, with BatchNorm
+    folded in and the kernels of a residual stream selected together
+    (`channel_groups`).
+
+    Args:
+        model: A model with `PruningWrapper` layers.
+        kernels: None, or canonical arrays ranked in place of the weights of
+            some kernels, keyed by ``id`` of their `PrunedKernel` (ADMM ranks
+            ``W + U``).
+
+    Returns:
+        ``(wrapper, kernel, mask4)`` per pruned kernel.
+    """
+    return [
+        (w, pk, w.structure.project(view, keep))
+        for w, pk, keep, view in _allocation(model, kernels)[0]
+    ]
 
 
 def _dependencies(
