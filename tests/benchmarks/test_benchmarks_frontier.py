@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks import frontier_jobs
 from benchmarks import records as record_store
 
 
@@ -39,7 +40,7 @@ def test_every_method_measures_resumes_and_plots(frontier, data_dir, tmp_path):
     argv = [
         *_tiny(data_dir, tmp_path, results, 256, 200),
         "--rates=10",
-        f"--methods={','.join(frontier.METHODS)},tfmot_global",
+        f"--methods={','.join(frontier_jobs.METHODS)},tfmot_global",
         "--structures=filter",
         "--structured-methods=admm",
         "--structured-rates=2",
@@ -49,7 +50,13 @@ def test_every_method_measures_resumes_and_plots(frontier, data_dir, tmp_path):
     assert frontier.main(argv) == 0
     records = json.loads(results.read_text())
     methods = [r["method"] for r in records]
-    assert methods == ["dense", *frontier.METHODS, "tfmot_global", "admm", "reweighted"]
+    assert methods == [
+        "dense",
+        *frontier_jobs.METHODS,
+        "tfmot_global",
+        "admm",
+        "reweighted",
+    ]
     weights = 5 * 5 * 20 + 5 * 5 * 20 * 50 + 800 * 500 + 500 * 10
     for r in records[1:]:
         # Structured runs leave the logits layer (500 x 10) dense and uncounted.
@@ -69,45 +76,6 @@ def test_every_method_measures_resumes_and_plots(frontier, data_dir, tmp_path):
     assert frontier.main([*argv, "--plot"]) == 0  # everything is already there
     assert json.loads(results.read_text()) == records
     assert (tmp_path / "frontier.png").stat().st_size > 10_000
-
-
-def test_jobs_and_keys(frontier, tmp_path):
-    args = frontier._parser().parse_args(["--rates=50,200", "--sweep=1e-5,1e-3"])
-    found = frontier.jobs(args)
-    # 2 rates x 5 methods + 2 structures x 3 rates x 2 methods + 1 new sweep job
-    assert len(found) == 10 + 12 + 1
-    assert found[-1].penalty == 1e-3 and found[-1].target_rate == 200
-    record = {"method": "admm", "structure": "filter", "target_rate": 4.0}
-    record.update(penalty=3e-3, epochs=8, accuracy=0.9)
-    store = record_store.Store(tmp_path / "frontier.json", frontier.KEY_FIELDS)
-    store.add(record)
-    assert store.has(frontier.Job("admm", "filter", 4.0, 3e-3).key_fields(8))
-    assert not store.has(frontier.Job("admm", "filter", 4.0, 3e-3).key_fields(6))
-    assert not store.has(frontier.Job("admm", "filter", 4.0, 3e-3, 1e-2).key_fields(8))
-
-
-def test_cifar10_suite_defaults(frontier):
-    def sizes(args):
-        return args.train_limit, args.dense_epochs, tuple(args.epochs)
-
-    args = frontier.parse_args(["--suite=cifar10"])
-    assert sizes(args) == (10000, 10, (2, 2))
-    mnist = frontier.parse_args([])
-    assert (args.penalty, mnist.penalty, mnist.structured_penalty) == (1e-4, 1e-5, 1e-3)
-    found = [(j.method, j.structure, j.target_rate) for j in frontier.jobs(args)]
-    # tfmot unstructured and reweighted/admm filter, each at 2, 4, 8 and 16x.
-    assert sorted(found) == sorted(
-        (method, structure, rate)
-        for method, structure in [
-            ("tfmot", "unstructured"),
-            ("reweighted", "filter"),
-            ("admm", "filter"),
-        ]
-        for rate in (2, 4, 8, 16)
-    )
-    quick = frontier.parse_args(["--suite=cifar10", "--epochs", "4", "4", "--quick"])
-    assert sizes(quick) == (5000, 5, (4, 4))  # explicit flags win
-    assert sizes(frontier.parse_args([])) == (None, 5, (4, 4))  # MNIST unchanged
 
 
 def test_cifar10_suite_counts_the_same_kernels(frontier, data_dir, tmp_path):
@@ -205,55 +173,15 @@ def test_tf_keras_resnet20_loads_the_keras3_weights(tmp_path):
     assert bad.returncode != 0 and "wrong layers" in bad.stderr
 
 
-def test_lines_tell_configurations_from_sweep_points(frontier):
-    mains = frontier.main_configs(frontier.parse_args(["--structured-penalty=1e-4"]))
-
-    def record(structure, rate, penalty, eps=None, accuracy=0.99):
-        return {
-            "method": "reweighted",
-            "structure": structure,
-            "target_rate": rate,
-            "rate": rate,
-            "accuracy": accuracy,
-            "penalty": penalty,
-            **({} if eps is None else {"eps": eps}),
-        }
-
-    records = [
-        {"method": "dense", "structure": "dense", "accuracy": 0.99},
-        record("unstructured", 50, 1e-5),
-        record("unstructured", 200, 1e-5),
-        record("unstructured", 200, 1e-4),  # a sweep point
-        record("unstructured", 200, 1e-4, eps=1e-2),  # a second line
-        record("unstructured", 400, 1e-4, eps=1e-2, accuracy=0.98),
-        record("filter", 2, 1e-4),  # the structured line's own lambda
-    ]
-    series, sweep, dense = frontier.lines(records, mains)
-    second = "reweighted λ=0.0001 eps=0.01"
-    assert set(series) == {"reweighted", "reweighted (filter)", second}
-    assert [r["rate"] for r in series[second]] == [200, 400]
-    assert sweep == [records[3]] and dense == records[:1]
-    table = frontier.table(records, mains).splitlines()
-    assert table[0] == f"| structure | target | reweighted | {second} |"
-    assert "| unstructured | 400x |  | 98.00 (400x) |" in table
-    assert "| filter | 2x | 99.00 (2x) |  |" in table
-
-
-def test_eps_applies_to_reweighting_only(frontier):
-    args = frontier.parse_args(["--rates=50", "--structures=", "--eps=1e-2"])
-    found = {j.method: j.eps for j in frontier.jobs(args) if j.target_rate == 50}
-    assert found == dict.fromkeys(frontier.METHODS, None) | {"reweighted": 1e-2}
-
-
 def test_seed_and_schedule_are_keys_absent_at_their_defaults(frontier, tmp_path):
-    job = frontier.Job("reweighted", "unstructured", 630.0, "auto", "auto")
+    job = frontier_jobs.Job("reweighted", "unstructured", 630.0, "auto", "auto")
     default = frontier.parse_args([])
     paper = frontier.parse_args(["--schedule=paper", "--seed=1"])
     assert frontier._schedule(default, job) == {}
     assert frontier._schedule(paper, job) == {"schedule": "paper"}
-    tfmot = frontier.Job("tfmot_global", "unstructured", 630.0, None)
+    tfmot = frontier_jobs.Job("tfmot_global", "unstructured", 630.0, None)
     assert frontier._schedule(paper, tfmot) == {}  # TFMOT keeps its own
-    store = record_store.Store(tmp_path / "frontier.json", frontier.KEY_FIELDS)
+    store = record_store.Store(tmp_path / "frontier.json", frontier_jobs.KEY_FIELDS)
     store.add({**job.key_fields(8), "accuracy": 0.99})  # an old record: seed 0
     assert store.has(job.key_fields(8))
     assert not store.has({**job.key_fields(8), "seed": 1})
@@ -261,23 +189,3 @@ def test_seed_and_schedule_are_keys_absent_at_their_defaults(frontier, tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         frontier.parse_args(["--schedule=nope"])
     assert exit_info.value.code == 2
-
-
-def test_a_schedule_gets_its_own_line(frontier):
-    mains = frontier.main_configs(frontier.parse_args(["--penalty=auto"]))
-    rows = [
-        {
-            "method": "reweighted",
-            "structure": "unstructured",
-            "rate": r,
-            "accuracy": 0.99,
-            "penalty": "auto",
-            **extra,
-        }
-        for r in (200, 630)
-        for extra in ({}, {"schedule": "paper"}, {"schedule": "paper", "seed": 1})
-    ]
-    series, sweep, _ = frontier.lines(rows, mains)
-    assert set(series) == {"reweighted", "reweighted λ=auto paper schedule"}
-    assert len(series["reweighted λ=auto paper schedule"]) == 4  # seeds share it
-    assert sweep == []
