@@ -116,3 +116,45 @@ def test_admm_keeps_the_units_the_folded_ranking_keeps():
 
 def _canonical_mask(pk):
     return pk.layout.to_canonical(keras.ops.convert_to_numpy(pk.mask))
+
+
+def _kernel_ids(pruned, *names):
+    return {id(pk) for name in names for pk in pruned.get_layer(name).pruned_kernels}
+
+
+@pytest.mark.parametrize("separable", [False, True])
+def test_scale_free_kernels_are_those_only_batchnorm_reads(separable):
+    pruned = tfr.apply(_net(separable), "filter", 0.5)
+    # stem and sep feed BN alone (both halves of a separable conv); fc does not.
+    expected = _kernel_ids(pruned, "stem", "sep")
+    assert importance.scale_free(pruned) == expected
+    assert len(expected) == (3 if separable else 2)
+    for structure in ("unstructured", "channel", "block:2x2"):
+        assert not importance.scale_free(tfr.apply(_net(separable), structure, 0.5))
+
+
+def test_a_kernel_read_past_its_batchnorm_keeps_its_scale():
+    x = keras.Input((8, 8, 3))
+    a = L.Conv2D(4, 3, padding="same", name="a")(x)
+    b = L.Conv2D(4, 3, padding="same", name="b")(x)
+    h = L.Add()([L.BatchNormalization()(a), a])  # a is also read directly
+    h = L.Concatenate()([h, L.BatchNormalization()(b)])
+    out = L.Conv2D(2, 1, name="out")(h)
+    model = keras.Model(x, [out, L.BatchNormalization()(out)])
+    pruned = tfr.apply(model, "filter", 0.5, layers=["a", "b", "out"])
+    # b: BN only. out: also a model output, read outside the graph.
+    assert importance.scale_free(pruned) == _kernel_ids(pruned, "b")
+
+
+@pytest.mark.parametrize("spare", [True, False])
+def test_reweighting_spares_scale_free_kernels(spare):
+    method = tfr.ReweightedGroupPenalty(1e-3, 1e-2, spare_scale_free=spare)
+    pruned = tfr.apply(_net(True), "filter", 0.5, method=method, skip_last=True)
+    operations.refresh_penalties(pruned)
+    for name in ("stem", "sep", "fc"):
+        for pk in pruned.get_layer(name).pruned_kernels:
+            alpha = keras.ops.convert_to_numpy(pk.penalty.alpha)
+            spared = spare and name != "fc"
+            assert np.all(alpha == 0) if spared else np.all(alpha > 0), name
+    config = pruned.get_layer("fc").pruned_kernels[0].penalty.get_config()
+    assert config["spare_scale_free"] is spare

@@ -281,6 +281,27 @@ def graph_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
             yield layer
 
 
+def calls(model: keras.Model) -> Iterator[tuple[Graph, Call]]:
+    """Every call of every graph in ``model``, with the graph that holds it.
+
+    Nested Functional and Sequential models are opened (each graphed once);
+    a subclassed model is read through the graph models it holds. The call
+    of a nested model is listed too, in the graph that calls it.
+    """
+    opened = set()
+    stack = graph_models(model)
+    while stack:
+        inner = stack.pop()
+        if id(inner) in opened:
+            continue
+        opened.add(id(inner))
+        model_graph = graph(inner)
+        for call in model_graph.calls:
+            if is_graph_model(call.op):
+                stack.append(call.op)
+            yield model_graph, call
+
+
 def feeders(model: keras.Model) -> Iterator[tuple[keras.layers.Layer, keras.Operation]]:
     """Every graph layer with the operation that produces its first input.
 
@@ -290,17 +311,12 @@ def feeders(model: keras.Model) -> Iterator[tuple[keras.layers.Layer, keras.Oper
     operation, a nested model or an `InputLayer`.
     """
     seen = set()
-    stack = graph_models(model)
-    while stack:
-        model_graph = graph(stack.pop())
-        for call in model_graph.calls:
-            if id(call.op) in seen or not call.inputs:
-                continue
-            seen.add(id(call.op))
-            if is_graph_model(call.op):
-                stack.append(call.op)
-            elif isinstance(call.op, keras.layers.Layer):
-                yield call.op, model_graph.producer(call.inputs[0]).op
+    for model_graph, call in calls(model):
+        if id(call.op) in seen or not call.inputs:
+            continue
+        seen.add(id(call.op))
+        if isinstance(call.op, keras.layers.Layer) and not is_graph_model(call.op):
+            yield call.op, model_graph.producer(call.inputs[0]).op
 
 
 def is_graph_model(layer) -> bool:

@@ -30,6 +30,9 @@ class KernelPenalty(keras.regularizers.Regularizer):
     layout: KernelLayout | None = None
     structure: Structure | None = None
     refreshed_at: keras.Variable | None = None
+    # Whether `tf_reweight.pruning.refresh_penalties` switches the penalty off
+    # on kernels whose filters BatchNorm makes scale-free.
+    spare_scale_free: bool = False
 
     def build(
         self, layer: keras.layers.Layer, layout: KernelLayout, structure: Structure

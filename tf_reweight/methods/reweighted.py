@@ -103,6 +103,14 @@ class ReweightedGroupPenalty(KernelPenalty):
         squared: Use squared group norms.
         bounded: Zero ``alpha`` on the groups the target keeps (off by
             default).
+        spare_scale_free: Leave unpenalized the filter-pruned kernels whose
+            every filter BatchNorm normalizes (the default;
+            `tf_reweight.pruning.importance.scale_free`): BN divides a
+            filter's scale out, so the penalty would shrink such filters
+            without changing the network's function until they die at BN's
+            epsilon, in an order unrelated to their importance. Their
+            filters are then selected on the folded ranking at the hard
+            prune. BENCHMARKS.md has the measurement.
 
     Example:
     >>> model = tf_reweight.apply(model, structure="filter", target=0.9,
@@ -120,11 +128,13 @@ class ReweightedGroupPenalty(KernelPenalty):
         eps: float | str = "auto",
         squared: bool = False,
         bounded: bool = False,
+        spare_scale_free: bool = True,
     ):
         self.lam = check_number_or_auto("penalty", penalty, 0.0)
         self.eps = check_number_or_auto("eps", eps, 0.0, strict=True)
         self.squared = check_bool("squared", squared)
         self.bounded = check_bool("bounded", bounded)
+        self.spare_scale_free = check_bool("spare_scale_free", spare_scale_free)
         self.alpha = None
         self.auto_lambda = None
         self.auto_eps = None
@@ -207,10 +217,16 @@ class ReweightedGroupPenalty(KernelPenalty):
     def deactivate(self):
         self.alpha.assign(np.zeros(self.alpha.shape, np.float32))
 
+    @classmethod
+    def from_config(cls, config):
+        # Configs saved before `spare_scale_free` existed penalized every kernel.
+        return cls(**{"spare_scale_free": False, **config})
+
     def get_config(self):
         return {
             "penalty": self.lam,
             "eps": self.eps,
             "squared": self.squared,
             "bounded": self.bounded,
+            "spare_scale_free": self.spare_scale_free,
         }

@@ -46,14 +46,52 @@ def output_scales(model: keras.Model) -> dict[int, np.ndarray]:
     """
     scales = {}
     for layer, source in walker.feeders(model):
-        if (
-            isinstance(layer, keras.layers.BatchNormalization)
-            and isinstance(source, PruningWrapper)
-            and layer.built
-            and layer.axis in (-1, len(layer.input.shape) - 1)
-        ):
+        if isinstance(source, PruningWrapper) and _normalizes_channels(layer):
             scales[id(source)] = _batchnorm_scale(layer)
     return scales
+
+
+def _normalizes_channels(layer) -> bool:
+    return (
+        isinstance(layer, keras.layers.BatchNormalization)
+        and layer.built
+        and layer.axis in (-1, len(layer.input.shape) - 1)
+    )
+
+
+def scale_free(model: keras.Model) -> set[int]:
+    """The pruned kernels whose filters have no scale of their own.
+
+    A filter-pruned kernel (its structure removes output channels) of a
+    layer whose output only channels-last BatchNormalization layers read:
+    BN divides each filter's scale out, so shrinking a filter changes
+    nothing the network computes until the filter falls to BN's epsilon,
+    where the channel dies whatever its importance. The depthwise half of
+    a SeparableConv2D is included: its channel scales move freely into the
+    pointwise rows. A sparsity penalty on such kernels prunes by the order
+    in which it shrinks them, not by importance, so the reweighted penalty
+    leaves them alone (`tf_reweight.pruning.refresh_penalties`) and the
+    budget selects their filters on the folded ranking.
+
+    Returns:
+        The ``id`` of each such `PrunedKernel`.
+    """
+    readers: dict[int, list] = {}
+    for model_graph, call in walker.calls(model):
+        for tensor in call.inputs:
+            readers.setdefault(id(model_graph.producer(tensor).op), []).append(call.op)
+        for tensor in model_graph.outputs:  # read outside the graph
+            readers.setdefault(id(model_graph.producer(tensor).op), []).append(None)
+    found = set()
+    for wrapper in walker.iter_layers(model):
+        if (
+            isinstance(wrapper, PruningWrapper)
+            and wrapper.structure.removes_outputs
+            and readers.get(id(wrapper))
+            and all(_normalizes_channels(r) for r in readers[id(wrapper)])
+        ):
+            found.update(id(pk) for pk in wrapper.pruned_kernels)
+    return found
 
 
 def _canonical(wrapper: PruningWrapper, layout) -> np.ndarray:

@@ -249,10 +249,17 @@ def refresh_penalties(model: keras.Model) -> None:
 
     The groups the current target keeps are passed to the penalty, which in
     bounded mode exempts them. Wrappers that are already hard-pruned are
-    left alone.
+    left alone, and so are the kernels BatchNorm makes scale-free
+    (`tf_reweight.pruning.importance.scale_free`) for penalties that spare
+    them (`KernelPenalty.spare_scale_free`): their penalty is switched off.
     """
+    free = importance.scale_free(model)
     for w, pk, keep, view in _allocation(model)[0]:
-        if pk.penalty is not None and not w.is_pruned:
+        if pk.penalty is None or w.is_pruned:
+            continue
+        if id(pk) in free and pk.penalty.spare_scale_free:
+            pk.penalty.deactivate()
+        else:
             pk.penalty.refresh(pk.canonical(), w.kept_groups(view, keep))
 
 
