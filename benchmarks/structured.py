@@ -66,6 +66,7 @@ from benchmarks import records  # noqa: E402
 HERE = Path(__file__).resolve().parent
 STRUCTURES = ("unstructured", "filter", "block:4x4")
 KEY_FIELDS = (
+    "spare_scale_free",
     "dataset",
     "structure",
     "target",
@@ -189,8 +190,9 @@ def pruned_run(args, dataset, data, dense, structure, max_prune) -> dict:
         dense,
         structure=structure,
         target=args.target,
-        penalty=args.penalty,
-        eps=args.eps,
+        method=tfr.ReweightedGroupPenalty(
+            args.penalty, args.eps, spare_scale_free=not args.penalize_scale_free
+        ),
         skip_last=True,
         **floor,
     )
@@ -246,6 +248,12 @@ def _parser() -> argparse.ArgumentParser:
         "override, no floor for single weights)",
     )
     p.add_argument("--penalty", type=records.number_or_auto, default=1e-5)
+    p.add_argument(
+        "--penalize-scale-free",
+        action="store_true",
+        help="penalize the filters BatchNorm makes scale-free too (the library "
+        "spares them; records say spare_scale_free: false)",
+    )
     p.add_argument(
         "--eps",
         type=records.number_or_auto,
@@ -330,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for structure, target, floor in jobs:
             record = {**base, "structure": structure, "target": target}
+            if structure != "dense" and args.penalize_scale_free:
+                record["spare_scale_free"] = False
             record["max_prune"] = floor
             if store.key(record) in done:
                 continue

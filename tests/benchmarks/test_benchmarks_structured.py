@@ -62,6 +62,14 @@ def test_records_are_measured_resumed_and_tabled(data_dir, tmp_path, capsys):
     assert again[:-1] == records
     assert again[-1]["structure"] == "filter" and "superseded" not in again[-1]
 
+    # The ablation that penalizes scale-free filters is a cell of its own.
+    argv[1] = "--structures=filter"
+    assert structured.main([*argv, "--penalize-scale-free"]) == 0
+    ablation = json.loads(results.read_text())
+    assert ablation[:-1] == again
+    assert ablation[-1]["structure"] == "filter"
+    assert ablation[-1]["spare_scale_free"] is False
+
 
 def test_table_leaves_out_superseded_records():
     from benchmarks import structured
