@@ -200,6 +200,9 @@ def test_default_method_is_the_reweighted_penalty_of_the_options():
     )
     default = tfr.apply(_mlp(), target=0.5).get_layer("a").method
     assert (default.lam, default.eps, default.bounded) == ("auto", "auto", False)
+    assert default.spare_scale_free
+    kept = tfr.apply(_mlp(), target=0.5, spare_scale_free=False).get_layer("a").method
+    assert kept.spare_scale_free is False
 
 
 @pytest.mark.parametrize(
@@ -212,6 +215,7 @@ def test_default_method_is_the_reweighted_penalty_of_the_options():
         {"eps": 1e-3},
         {"squared": False},
         {"bounded": True},
+        {"spare_scale_free": False},
     ],
     ids=lambda o: next(iter(o)),
 )

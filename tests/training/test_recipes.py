@@ -199,9 +199,12 @@ def test_prune_checks_its_arguments_before_training(kwargs, match):
 
 
 def test_method_setup_builds_the_penalty_and_leaves_apply_arguments():
-    setup = recipes.method_setup("reweighted", 1e-3, bounded=True, layers=["a"])
+    setup = recipes.method_setup(
+        "reweighted", 1e-3, bounded=True, spare_scale_free=False, layers=["a"]
+    )
     assert isinstance(setup.penalty, tfr.ReweightedGroupPenalty)
     assert setup.penalty.bounded and setup.penalty.lam == 1e-3
+    assert setup.penalty.spare_scale_free is False
     assert [type(c) for c in setup.callbacks] == [tfr.Reweight]
     assert setup.apply_kwargs == {"layers": ["a"]} and setup.prune_epoch is None
     magnitude = recipes.method_setup("magnitude")

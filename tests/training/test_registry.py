@@ -32,7 +32,12 @@ def test_builtin_methods_are_registered_with_their_defaults():
     ]
     assert tfr.get_method("admm").default_penalty == 1e-3
     assert tfr.get_method("magnitude").one_shot
-    assert tfr.get_method("reweighted").apply_options == ("eps", "squared", "bounded")
+    assert tfr.get_method("reweighted").apply_options == (
+        "eps",
+        "squared",
+        "bounded",
+        "spare_scale_free",
+    )
     assert recipes.DEFAULT_PENALTY["reweighted"] == "auto"
     assert recipes.DEFAULT_OPTIONS["admm"]["every"] == 100
     assert "magnitude" in recipes.METHODS

@@ -208,6 +208,7 @@ def apply(
     eps: float | str = _Default("auto"),
     squared: bool = _Default(False),
     bounded: bool = _Default(False),
+    spare_scale_free: bool = _Default(True),
     scope: str = "global",
     skip_first: bool = False,
     skip_last: bool = False,
@@ -249,16 +250,21 @@ def apply(
             loss by `tf_reweight.callbacks.Reweight`, so training without
             that callback adds no penalty.
         method: ``"reweighted"`` for the default
-            ``ReweightedGroupPenalty(penalty, eps, squared, bounded)``, another
+            ``ReweightedGroupPenalty(penalty, eps, squared, bounded,
+            spare_scale_free)``, another
             `KernelPenalty`, or None for no penalty at all (masks only, as
             magnitude pruning needs: nothing is added to the loss).
-            ``penalty``, ``eps``, ``squared`` and ``bounded`` configure the
-            default penalty only: giving one with another ``method`` raises.
+            ``penalty``, ``eps``, ``squared``, ``bounded`` and
+            ``spare_scale_free`` configure the default penalty only: giving
+            one with another ``method`` raises.
         eps: Reweighting's ``eps`` (> 0), or ``"auto"`` (the default: set
             per kernel at the first refresh).
         squared: Use squared group norms.
         bounded: Exempt the groups the target keeps from the penalty (off by
             default; see `ReweightedGroupPenalty`).
+        spare_scale_free: Leave unpenalized the filter-pruned kernels whose
+            filters only BatchNorm reads (the default; see
+            `ReweightedGroupPenalty`).
         scope: With a single target, ``"global"`` ranks units across layers
             (one budget for the model) and ``"layer"`` gives every layer the
             same sparsity.
@@ -292,7 +298,14 @@ def apply(
     ):
         check_bool(name, value)
     method = _penalty(
-        method, {"penalty": penalty, "eps": eps, "squared": squared, "bounded": bounded}
+        method,
+        {
+            "penalty": penalty,
+            "eps": eps,
+            "squared": squared,
+            "bounded": bounded,
+            "spare_scale_free": spare_scale_free,
+        },
     )
     if scope not in ("global", "layer"):
         raise ValueError(

@@ -129,8 +129,8 @@ def method_setup(
         method_options: Its phase-1 callback options, merged over
             `DEFAULT_OPTIONS`.
         **apply_kwargs: `tf_reweight.apply` arguments; those of the method's
-            `apply_options` (``eps``, ``squared``, ``bounded`` for
-            ``"reweighted"``) configure its penalty.
+            `apply_options` (``eps``, ``squared``, ``bounded``,
+            ``spare_scale_free`` for ``"reweighted"``) configure its penalty.
 
     Returns:
         A `MethodSetup`.
@@ -246,7 +246,8 @@ def prune(
             returned either way.
         callbacks: More Keras callbacks, run after the method's own.
         **apply_kwargs: More `tf_reweight.apply` arguments (``eps``,
-            ``squared`` and ``bounded`` with ``"reweighted"`` only).
+            ``squared``, ``bounded`` and ``spare_scale_free`` with
+            ``"reweighted"`` only).
 
     Returns:
         A `PruneResult`.

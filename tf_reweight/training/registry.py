@@ -241,7 +241,7 @@ for _method in (
         _reweighted,
         _reweight_callbacks,
         default_penalty="auto",
-        apply_options=("eps", "squared", "bounded"),
+        apply_options=("eps", "squared", "bounded", "spare_scale_free"),
     ),
     Method(
         "admm",
