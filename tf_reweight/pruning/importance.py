@@ -46,12 +46,13 @@ def output_scales(model: keras.Model) -> dict[int, np.ndarray]:
     """
     scales = {}
     for layer, source in walker.feeders(model):
-        if isinstance(source, PruningWrapper) and _normalizes_channels(layer):
+        if isinstance(source, PruningWrapper) and normalizes_channels(layer):
             scales[id(source)] = _batchnorm_scale(layer)
     return scales
 
 
-def _normalizes_channels(layer) -> bool:
+def normalizes_channels(layer) -> bool:
+    """Whether ``layer`` is a built, channels-last BatchNormalization layer."""
     return (
         isinstance(layer, keras.layers.BatchNormalization)
         and layer.built
@@ -88,7 +89,7 @@ def scale_free(model: keras.Model) -> set[int]:
             isinstance(wrapper, PruningWrapper)
             and wrapper.structure.removes_outputs
             and readers.get(id(wrapper))
-            and all(_normalizes_channels(r) for r in readers[id(wrapper)])
+            and all(normalizes_channels(r) for r in readers[id(wrapper)])
         ):
             found.update(id(pk) for pk in wrapper.pruned_kernels)
     return found

@@ -385,9 +385,7 @@ def align_batchnorm(model: keras.Model) -> None:
     if not dead_by_layer:
         return
     for layer, source in walker.feeders(model):
-        if not isinstance(layer, keras.layers.BatchNormalization) or not layer.built:
-            continue
-        if layer.axis not in (-1, len(layer.input.shape) - 1):
+        if not importance.normalizes_channels(layer):
             continue
         found = dead_by_layer.get(id(source))
         if found is None or found[0].shape != tuple(layer.moving_mean.shape):
