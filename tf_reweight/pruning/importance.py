@@ -78,9 +78,12 @@ def scale_free(model: keras.Model) -> set[int]:
         The ``id`` of each such `PrunedKernel`.
     """
     readers: dict[int, list] = {}
+    graphs = {}
     for model_graph, call in walker.calls(model):
+        graphs[id(model_graph)] = model_graph
         for tensor in call.inputs:
             readers.setdefault(id(model_graph.producer(tensor).op), []).append(call.op)
+    for model_graph in graphs.values():
         for tensor in model_graph.outputs:  # read outside the graph
             readers.setdefault(id(model_graph.producer(tensor).op), []).append(None)
     found = set()

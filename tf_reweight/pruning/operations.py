@@ -253,10 +253,14 @@ def refresh_penalties(model: keras.Model) -> None:
     (`tf_reweight.pruning.importance.scale_free`) for penalties that spare
     them (`KernelPenalty.spare_scale_free`): their penalty is switched off.
     """
-    free = importance.scale_free(model)
-    for w, pk, keep, view in _allocation(model)[0]:
-        if pk.penalty is None or w.is_pruned:
-            continue
+    rows = [
+        (w, pk, keep, view)
+        for w, pk, keep, view in _allocation(model)[0]
+        if pk.penalty is not None and not w.is_pruned
+    ]
+    spared = any(pk.penalty.spare_scale_free for _, pk, _, _ in rows)
+    free = importance.scale_free(model) if spared else set()
+    for w, pk, keep, view in rows:
         if id(pk) in free and pk.penalty.spare_scale_free:
             pk.penalty.deactivate()
         else:
