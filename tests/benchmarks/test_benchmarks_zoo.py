@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks import records, zoo
+from benchmarks import records, zoo, zoo_checks, zoo_report
 
 STATUSES = {"pass", "fail", "error", "skip", "n/a"}
 CELL = ["--backends", "tensorflow", "--models", zoo.TRANSFORMER]
@@ -25,12 +25,12 @@ def test_records_have_every_check(results):
         ("tensorflow", zoo.TRANSFORMER, "filter"),
     }
     for record in records:
-        assert set(record["checks"]) == set(zoo.CHECKS)
+        assert set(record["checks"]) == set(zoo_checks.CHECKS)
         assert {c["status"] for c in record["checks"].values()} <= STATUSES
         for check in record["checks"].values():
             if check["status"] == "error":
                 assert check["error"].split(":")[0].isidentifier()
-        assert record["target"] == zoo.TARGET
+        assert record["target"] == zoo_checks.TARGET
         assert record["input_shape"] == [32, 32, 3]
         assert record["params"] > 0
         assert record["command"].startswith("python -m benchmarks.zoo --backends")
@@ -47,7 +47,7 @@ def test_records_have_every_check(results):
     tflite = by_structure["unstructured"]["tflite"]
     assert tflite["status"] == "pass"
     assert 0.0 <= tflite["argmax_agreement"] <= 1.0
-    assert tflite["max_abs_diff"] <= zoo.TFLITE_ATOL["none"]
+    assert tflite["max_abs_diff"] <= zoo_checks.TFLITE_ATOL["none"]
 
 
 def test_second_run_skips_recorded_cells(results, monkeypatch):
@@ -63,44 +63,6 @@ def test_second_run_skips_recorded_cells(results, monkeypatch):
     ]
 
 
-def test_table_counts_and_lists_failures():
-    checks = {c: {"status": "pass"} for c in zoo.CHECKS}
-    checks["tflite"] = {"status": "n/a"}
-    checks["fit"] = {"status": "error", "error": "TypeError: bad"}
-    checks["shrink"] = {"status": "fail", "detail": "max abs diff 1 > 0.0001"}
-    records = [
-        {"backend": "jax", "model": "M", "structure": "filter", "checks": checks},
-        {"backend": "jax", "model": "M", "structure": "2:4", "error": "worker x"},
-    ]
-    text = zoo.table(records)
-    assert "| model | filter | 2:4 |" in text
-    assert "| M | 5/7 FK | crash |" in text
-    assert "- fit: `TypeError: bad` (1): jax M filter" in text
-    assert "- crash: `worker x` (1): jax M 2:4" in text
-    assert "| M |" not in zoo.shrink_table(records)  # its shrink failed
-
-
-def test_shrink_table_keeps_the_latest_record_of_a_cell():
-    shrink = {
-        "status": "pass",
-        "macs_before": 4000,
-        "macs_after": 2000,
-        "mac_ratio": 2.0,
-    }
-    old = {"backend": "tensorflow", "model": "M", "structure": "filter", "commit": "a"}
-    new = {**old, "commit": "b"}
-    records = [
-        {
-            **old,
-            "checks": {"shrink": {**shrink, "macs_after": 3000, "mac_ratio": 1.33}},
-        },
-        {**new, "checks": {"shrink": shrink}},
-    ]
-    lines = zoo.shrink_table(records).splitlines()
-    assert lines[-1] == "| M | tensorflow | 4,000 | 2,000 | 2.00x | b |"
-    assert sum(line.startswith("| M |") for line in lines) == 1
-
-
 def test_unknown_names_raise_before_running(tmp_path):
     path = tmp_path / "zoo.json"
     with pytest.raises(ValueError, match="Received: --models='NoSuchNet'"):
@@ -112,11 +74,11 @@ def test_unknown_names_raise_before_running(tmp_path):
 
 def test_partial_cells_count_as_done_only_for_skipping_runs(tmp_path, monkeypatch):
     path = tmp_path / "zoo.json"
-    checks = {c: {"status": "pass"} for c in zoo.CHECKS}
+    checks = {c: {"status": "pass"} for c in zoo_checks.CHECKS}
     checks["fit"] = {"status": "skip", "reason": "not run (--skip)"}
     record = {"backend": "tensorflow", "model": zoo.TRANSFORMER, "checks": checks}
     zoo.store(path).add({**record, "structure": "filter", "partial": True})
-    assert zoo.cell_code(records.load(path)[0]) == "7/7*"
+    assert zoo_report.cell_code(records.load(path)[0]) == "7/7*"
     calls = []
     monkeypatch.setattr(zoo, "_spawn", lambda *args: calls.append(args[2]))
     argv = [*CELL, "--structures", "filter", "--results", str(path)]
