@@ -300,29 +300,35 @@ def test_a_group_keeps_and_removes_the_same_filters_in_every_kernel():
     )
 
 
-def _stream_kept(kernels, keep):
-    """Kept weights of two stream kernels (0, 1), their reader (2) and others."""
-    rows = np.prod(kernels[2].shape[:2]) * keep[2]  # per kept stream channel
-    own = sum(np.prod(k.shape[:3]) * n for k, n in zip(kernels, keep, strict=True))
-    return own - (kernels[2].shape[2] - keep[0]) * rows
-
-
-def test_a_stream_keeps_what_uniform_width_scaling_keeps():
+@pytest.mark.parametrize("sparsity, floor", [(0.5, 16), (0.75, 8), (0.8, 8)])
+def test_a_stream_keeps_the_targets_share_and_at_least_a_quarter(
+    sparsity, floor, monkeypatch
+):
     rng = np.random.default_rng(7)
     f = structures.get("filter")
     kernels = [
         rng.normal(size=(3, 3, 8, 32)),
         rng.normal(size=(3, 3, 8, 32)),
         rng.normal(size=(3, 3, 32, 32)),  # reads the stream
-        rng.normal(size=(3, 3, 8, 16)),
+        rng.normal(size=(1, 1, 8, 64)),
     ]
-    args = ([f] * 4, kernels, 0.75)
-    keep = budget.allocate(*args, couplings=[((0, 1), 2, 1)], groups=[(0, 1)])
-    # Ranked freely the stream would keep 14 of 32 channels (the last kernel
-    # all 16 filters); the floor keeps sqrt(1 - 0.75) = half of them.
-    assert keep[0] == keep[1] == 16 == 32 * (1 - budget.stream_max_prune(0.75))
+    weak = np.where(np.arange(32) < 4, 1.0, 0.1)  # 4 strong stream channels
+    kernels[0] *= weak
+    kernels[1] *= weak
+    kernels[2] *= weak[:, None]
+    args = ([f] * 4, kernels, sparsity)
+    groups = {"couplings": [((0, 1), 2, 1)], "groups": [(0, 1)]}
+    keep = budget.allocate(*args, **groups)
+    # The floor: max(1 - sparsity, STREAM_MIN_KEEP) of the 32 channels.
+    assert 32 * (1 - budget.stream_max_prune(sparsity)) == floor
+    assert keep[0] == keep[1] == floor
+    kept = 2 * 72 * keep[0] + 9 * keep[0] * keep[2] + 8 * keep[3]
     total = sum(k.size for k in kernels)
-    assert abs(_stream_kept(kernels, keep) - 0.25 * total) <= 2 * 72 + 9 * keep[2]
+    assert abs(kept - (1 - sparsity) * total) <= 2 * 72 + 9 * 32
+    # Ranked freely, the stream would keep fewer channels.
+    monkeypatch.setattr(budget, "stream_max_prune", lambda s: 1.0)
+    free = budget.allocate(*args, max_prune=1.0, **groups)
+    assert free[0] == free[1] < floor
 
 
 def test_a_stream_floor_that_would_break_the_budget_gives_way():
