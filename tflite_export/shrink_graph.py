@@ -4,7 +4,8 @@ Every channel of every tensor gets an id. A Conv1D/Conv2D/SeparableConv2D/
 Dense output starts fresh ids; per-channel layers (BatchNormalization,
 Rescaling, Normalization, activations, DepthwiseConv2D, pooling, padding,
 cropping, Dropout) and Flatten/Reshape keep them; Add/Multiply/Subtract (as
-layers or as `keras.ops` nodes such as `x * y`) join the ids of their inputs
+layers or as `keras.ops` nodes such as `x * y`, and InceptionResNetV2's
+``x + scale * y``) join the ids of their inputs
 position by position, so a channel leaves all branches of a residual sum or
 squeeze-and-excite product or none; Concatenate concatenates them. Each
 channel also carries its value when that is a known constant (NaN if not):
@@ -248,6 +249,8 @@ class Analysis:
             return "mixing", None
         if dependency.is_layer_scale(op):
             return "pointwise", None
+        if dependency.is_scaled_add(op):
+            return self._merge_kind(node)
         followed = (*READERS, L.DepthwiseConv2D, *_SPATIAL, *_PADS, *_POINTWISE)
         followed += (*_MERGES, L.Concatenate)
         if type(op) not in followed:

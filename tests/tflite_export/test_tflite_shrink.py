@@ -483,6 +483,30 @@ def test_convnext_layer_scale_is_followed():
     )
 
 
+def test_inception_resnet_scaled_add_is_a_merge():
+    # Keras does not export InceptionResNetV2's CustomScaleLayer
+    # (x + scale * y); this pins where it lives.
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    from tf_reweight.core import dependency
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6, 6, 3))
+    stream = L.Conv2D(8, 1, name="stem")(x)
+    up = L.Conv2D(8, 1, name="up")(L.Conv2D(4, 3, padding="same", name="mix")(stream))
+    merged = CustomScaleLayer(0.17, name="scaled")([stream, up])
+    model = keras.Model(x, L.Dense(3, name="head")(L.GlobalAveragePooling2D()(merged)))
+    assert dependency.is_scaled_add(model.get_layer("scaled"))
+    found = dependency.dependencies(model, model.layers)
+    assert [sorted(p.name for p in group) for group in found.groups] == [["stem", "up"]]
+    # A channel leaves the stream when both of its writers lose it (the
+    # biases are folded into the head's), not when only one does.
+    shrunk = _shrink_and_compare(model, (6, 6, 3), {"stem": [1, 4, 6], "up": [1, 4]})
+    assert shrunk.get_layer("stem").kernel.shape[-1] == 6
+    assert shrunk.get_layer("up").kernel.shape[-1] == 6
+    assert shrunk.get_layer("head").kernel.shape[-2] == 6
+
+
 def test_nested_models_are_opened():
     """ConvNeXt's downsampling blocks are nested Sequentials: shrink enters them."""
     keras.utils.set_random_seed(0)

@@ -9,7 +9,8 @@ module finds those couplings in a model's graph, so that a filter's cost in
 a global budget counts the weights it frees downstream
 (`tf_reweight.core.budget.allocate`) and the hard prune masks them too.
 
-ConvNeXt's ``LayerScale`` (`is_layer_scale`) counts as channel-wise too.
+ConvNeXt's ``LayerScale`` (`is_layer_scale`) counts as channel-wise too, and
+InceptionResNetV2's ``CustomScaleLayer`` (`is_scaled_add`) as a merge.
 
 A coupling is claimed only where it is certain. An elementwise merge (Add,
 Multiply, ...) of producers' channels reads a constant in channel ``c`` when
@@ -137,6 +138,20 @@ def is_layer_scale(layer) -> bool:
     )
 
 
+def is_scaled_add(layer) -> bool:
+    """Whether ``layer`` is the ``CustomScaleLayer`` of `InceptionResNetV2`.
+
+    That layer (not exported by Keras) returns ``inputs[0] + inputs[1] *
+    scale`` for a constant ``scale``: an elementwise merge, like Add.
+    """
+    return (
+        type(layer).__name__ == "CustomScaleLayer"
+        and type(layer).__module__.startswith("keras")
+        and isinstance(getattr(layer, "scale", None), (int, float))
+        and not getattr(layer, "weights", ())
+    )
+
+
 def _channelwise(call: walker.Call) -> bool:
     """Whether a call's output channel ``c`` depends on input channel ``c`` only."""
     op = _inner(call.op)
@@ -176,8 +191,10 @@ def _merge_source(call: walker.Call, source: dict):
     with ``f`` channel-wise keeps the one producer of ``x``.
     """
     op = _inner(call.op)
-    merges = isinstance(op, MERGES) or (
-        not isinstance(op, L.Layer) and type(op).__name__ in BINARY_OPS
+    merges = (
+        isinstance(op, MERGES)
+        or is_scaled_add(op)
+        or (not isinstance(op, L.Layer) and type(op).__name__ in BINARY_OPS)
     )
     if not merges or len(call.inputs) < 2 or len(call.outputs) != 1:
         return None
