@@ -67,6 +67,7 @@ HERE = Path(__file__).resolve().parent
 STRUCTURES = ("unstructured", "filter", "block:4x4")
 KEY_FIELDS = (
     "spare_scale_free",
+    "stream_min_keep",
     "dataset",
     "structure",
     "target",
@@ -340,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
             record = {**base, "structure": structure, "target": target}
             if structure != "dense" and args.penalize_scale_free:
                 record["spare_scale_free"] = False
+            if structure not in ("dense", "unstructured"):
+                # The budget's residual-stream floor (records without one
+                # kept sqrt(1 - sparsity) of a stream's channels).
+                record["stream_min_keep"] = tfr.budget.STREAM_MIN_KEEP
             record["max_prune"] = floor
             if store.key(record) in done:
                 continue

@@ -69,6 +69,10 @@ def test_records_are_measured_resumed_and_tabled(data_dir, tmp_path, capsys):
     assert ablation[:-1] == again
     assert ablation[-1]["structure"] == "filter"
     assert ablation[-1]["spare_scale_free"] is False
+    # Structured records carry the budget's stream floor (a key field: records
+    # of another floor are measured again).
+    assert ablation[-1]["stream_min_keep"] == 0.25
+    assert all("stream_min_keep" not in r for r in records[:3])
 
 
 def test_table_leaves_out_superseded_records():
