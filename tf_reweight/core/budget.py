@@ -89,17 +89,19 @@ def stream_max_prune(sparsity: float) -> float:
     """The largest share of a residual stream's channels a global budget removes.
 
     A stream's channels (filter ``c`` of every kernel of a group, see
-    `tf_reweight.core.joint`) cost weights in proportion to the stream's
-    width: the writers' filters and the readers' rows. So a stream keeps at
-    least the share of weights the target keeps, ``1 - sparsity``. Its
-    channels are also its identity path, which the weights' energy does not
-    measure, and a deep net whose streams are emptied collapses (ResNet-20 at
-    16x with 2 of 32 stream channels left), so a stream never keeps less than
-    ``STREAM_MIN_KEEP``, a quarter, of its channels: at 2x it keeps half of
-    them, from 4x on a quarter.
+    `tf_reweight.core.joint`) keep at least the share of weights the target
+    keeps, ``1 - sparsity``, and never less than ``STREAM_MIN_KEEP``, a
+    quarter: at 2x half of them, from 4x on a quarter. The channels are also
+    the stream's identity path, which the weights' energy does not measure,
+    and a deep net whose streams are emptied collapses (ResNet-20 at 16x with
+    2 of 32 stream channels left).
 
-    Chosen on real data with ``benchmarks/structured.py`` (filter pruning at
-    4x) and the ResNet-20 export benchmark (16x): see BENCHMARKS.md.
+    Chosen on real data (see BENCHMARKS.md): against the earlier floor of
+    ``sqrt(1 - sparsity)`` (what uniform width scaling keeps: half at 4x),
+    it does much better on the small residual net of
+    ``benchmarks/structured.py`` at 4x and worse on ResNet-20 at 4x; at 16x
+    the two agree. A per-layer ``max_prune`` on a stream's kernels keeps more
+    of it (the stricter floor applies).
 
     Example:
     >>> stream_max_prune(0.5), stream_max_prune(0.75), stream_max_prune(0.99)
