@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 
@@ -300,35 +302,40 @@ def test_a_group_keeps_and_removes_the_same_filters_in_every_kernel():
     )
 
 
-@pytest.mark.parametrize("sparsity, floor", [(0.5, 16), (0.75, 8), (0.8, 8)])
-def test_a_stream_keeps_the_targets_share_and_at_least_a_quarter(
-    sparsity, floor, monkeypatch
+@pytest.mark.parametrize(
+    "writers, sparsity, floor", [(2, 0.5, 16), (2, 0.75, 8), (2, 0.8, 8), (4, 0.5, 23)]
+)
+def test_a_stream_keeps_more_the_more_kernels_write_it(
+    writers, sparsity, floor, monkeypatch
 ):
     rng = np.random.default_rng(7)
     f = structures.get("filter")
-    kernels = [
-        rng.normal(size=(3, 3, 8, 32)),
-        rng.normal(size=(3, 3, 8, 32)),
+    kernels = [rng.normal(size=(3, 3, 8, 32)) for _ in range(writers)]
+    kernels += [
         rng.normal(size=(3, 3, 32, 32)),  # reads the stream
         rng.normal(size=(1, 1, 8, 64)),
     ]
     weak = np.where(np.arange(32) < 4, 1.0, 0.1)  # 4 strong stream channels
-    kernels[0] *= weak
-    kernels[1] *= weak
-    kernels[2] *= weak[:, None]
-    args = ([f] * 4, kernels, sparsity)
-    groups = {"couplings": [((0, 1), 2, 1)], "groups": [(0, 1)]}
+    for i in range(writers):
+        kernels[i] *= weak
+    kernels[writers] *= weak[:, None]
+    stream = tuple(range(writers))
+    args = ([f] * len(kernels), kernels, sparsity)
+    groups = {"couplings": [(stream, writers, 1)], "groups": [stream]}
     keep = budget.allocate(*args, **groups)
-    # The floor: max(1 - sparsity, STREAM_MIN_KEEP) of the 32 channels.
-    assert 32 * (1 - budget.stream_max_prune(sparsity)) == floor
-    assert keep[0] == keep[1] == floor
-    kept = 2 * 72 * keep[0] + 9 * keep[0] * keep[2] + 8 * keep[3]
+    # The floor: max((1 - sparsity) ** (2 / writers), STREAM_MIN_KEEP) of the
+    # 32 channels, rounded up.
+    share = budget.stream_max_prune(sparsity, writers)
+    assert math.ceil((1 - share) * 32 - 1e-9) == floor
+    assert keep[:writers] == [floor] * writers
+    reader, other = keep[writers:]
+    kept = writers * 72 * floor + 9 * floor * reader + 8 * other
     total = sum(k.size for k in kernels)
-    assert abs(kept - (1 - sparsity) * total) <= 2 * 72 + 9 * 32
+    assert abs(kept - (1 - sparsity) * total) <= writers * 72 + 9 * 32
     # Ranked freely, the stream would keep fewer channels.
-    monkeypatch.setattr(budget, "stream_max_prune", lambda s: 1.0)
+    monkeypatch.setattr(budget, "stream_max_prune", lambda s, w: 1.0)
     free = budget.allocate(*args, max_prune=1.0, **groups)
-    assert free[0] == free[1] < floor
+    assert free[:writers] == [free[0]] * writers and free[0] < floor
 
 
 def test_a_stream_floor_that_would_break_the_budget_gives_way():

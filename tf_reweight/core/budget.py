@@ -85,29 +85,39 @@ def _ranking_scores(
 STREAM_MIN_KEEP = 0.25
 
 
-def stream_max_prune(sparsity: float) -> float:
+def stream_max_prune(sparsity: float, writers: int = 2) -> float:
     """The largest share of a residual stream's channels a global budget removes.
 
     A stream's channels (filter ``c`` of every kernel of a group, see
-    `tf_reweight.core.joint`) keep at least the share of weights the target
-    keeps, ``1 - sparsity``, and never less than ``STREAM_MIN_KEEP``, a
-    quarter: at 2x half of them, from 4x on a quarter. The channels are also
-    the stream's identity path, which the weights' energy does not measure,
-    and a deep net whose streams are emptied collapses (ResNet-20 at 16x with
-    2 of 32 stream channels left).
+    `tf_reweight.core.joint`) are also its identity path, which the weights'
+    energy does not measure, and the more blocks add to a stream, the more
+    that path carries. So a stream written by ``k`` kernels keeps at least
+    ``(1 - sparsity) ** (2 / k)`` of its channels, and never less than
+    ``STREAM_MIN_KEEP``, a quarter: with two writers, the share of weights
+    the target keeps; with four (a ResNet stage), ``sqrt(1 - sparsity)``,
+    what uniform width scaling keeps; with many, nearly all. A deep net whose
+    streams are emptied collapses (ResNet-20 at 16x with 2 of 32 stream
+    channels left).
 
-    Chosen on real data (see BENCHMARKS.md): against the earlier floor of
-    ``sqrt(1 - sparsity)`` (what uniform width scaling keeps: half at 4x),
-    it does much better on the small residual net of
-    ``benchmarks/structured.py`` at 4x and worse on ResNet-20 at 4x; at 16x
-    the two agree. A per-layer ``max_prune`` on a stream's kernels keeps more
-    of it (the stricter floor applies).
+    Chosen on real data (see BENCHMARKS.md): the small residual net of
+    ``benchmarks/structured.py`` (two writers) did much better with a quarter
+    of its stream at 4x than with half, and ResNet-20 (four writers per
+    stream) better with half; at 16x ResNet-20 needs a quarter. A per-layer
+    ``max_prune`` on a stream's kernels keeps more of it (the stricter floor
+    applies).
+
+    Args:
+        sparsity: The global target sparsity.
+        writers: The number of kernels that write the stream (2 or more).
 
     Example:
-    >>> stream_max_prune(0.5), stream_max_prune(0.75), stream_max_prune(0.99)
-    (0.5, 0.75, 0.75)
+    >>> stream_max_prune(0.75), stream_max_prune(0.75, writers=4)
+    (0.75, 0.5)
+    >>> stream_max_prune(0.5), stream_max_prune(0.99, writers=4)
+    (0.5, 0.75)
     """
-    return min(float(sparsity), 1.0 - STREAM_MIN_KEEP)
+    keep = (1.0 - float(sparsity)) ** (2.0 / max(int(writers), 2))
+    return 1.0 - max(keep, STREAM_MIN_KEEP)
 
 
 def check_max_prune(value, max_prune=None) -> float:
@@ -260,7 +270,7 @@ def _protected(scores, members, scored, shares, sparsity) -> np.ndarray:
         units = len(scored[e][0])
         share = min(shares[i] for i in m)
         if len(m) > 1 and sparsity is not None:
-            share = min(share, stream_max_prune(sparsity))
+            share = min(share, stream_max_prune(sparsity, len(m)))
         floor = min(max(math.ceil((1.0 - share) * units - 1e-9), 1), units)
         mine = scores[start : start + units]
         best = (
