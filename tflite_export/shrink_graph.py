@@ -5,9 +5,9 @@ Dense output starts fresh ids; per-channel layers (BatchNormalization,
 Rescaling, Normalization, activations, DepthwiseConv2D, pooling, padding,
 cropping, Dropout) and Flatten/Reshape keep them; Add/Multiply/Subtract (as
 layers or as `keras.ops` nodes such as `x * y`, and InceptionResNetV2's
-``x + scale * y``) join the ids of their inputs
-position by position, so a channel leaves all branches of a residual sum or
-squeeze-and-excite product or none; Concatenate concatenates them. Each
+``x + scale * y``) join the ids of their inputs position by position, so a
+channel leaves all branches of a residual sum or squeeze-and-excite product
+or none; Concatenate concatenates them. Each
 channel also carries its value when that is a known constant (NaN if not):
 an all-zero kernel column gives its bias, pushed through the per-channel
 layers (computed by calling them, so any activation is followed exactly).
@@ -41,7 +41,7 @@ _SPATIAL = (*dependency.SPATIAL, L.Flatten, L.Reshape)
 _PADS = dependency.PADS
 _WEIGHTED = dependency.WEIGHTED
 _POINTWISE = dependency.POINTWISE
-_MERGES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
+_MERGES = dependency.MERGES
 _MIXING = (L.Softmax, L.LayerNormalization, L.GroupNormalization)
 _BINARY_OPS = ("Add", "Subtract", "Multiply", "Divide", "TrueDivide")
 _BINARY_OPS += ("Maximum", "Minimum")
