@@ -10,7 +10,8 @@ and, for filter and channel cells, shrink and its MAC ratio).
 Every backend runs in its own subprocess (``KERAS_BACKEND``), one subprocess
 per model, so a crash costs one model. Records are appended to
 ``benchmarks/results/zoo.json`` as soon as a cell is measured; cells already
-there are skipped unless ``--force``.
+there are skipped unless ``--force``; a cell whose worker died (a timeout, a
+kill) holds only the error and is measured again by the next run.
 
 Example:
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -196,6 +198,18 @@ def run_worker(
         )
 
 
+def _exit_text(returncode: int) -> str | None:
+    """How a worker ended: None for success, else its exit code or signal."""
+    if returncode == 0:
+        return None
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            pass
+    return f"exit code {returncode}"
+
+
 def _spawn(backend, model_name, structures, path, quantization, timeout, skip):
     argv = [sys.executable, "-m", "benchmarks.zoo", "--worker", "--models", model_name]
     argv += ["--structures", ",".join(structures), "--results", str(path)]
@@ -206,7 +220,7 @@ def _spawn(backend, model_name, structures, path, quantization, timeout, skip):
         done = subprocess.run(
             argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, timeout=timeout
         )
-        failure = None if done.returncode == 0 else f"exit code {done.returncode}"
+        failure = _exit_text(done.returncode)
         tail = [line for line in done.stderr.splitlines() if line.strip()][-1:]
     except subprocess.TimeoutExpired:
         failure, tail = f"timed out after {timeout} s", []
@@ -277,8 +291,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(records.command("zoo", argv if argv is not None else sys.argv[1:], True))
     for backend in backends:
         for model_name in models:
-            # A partial cell (run with --skip) is done only for runs that skip too.
-            done = store(args.results).keys(lambda r: skip or not r.get("partial"))
+            # A partial cell (run with --skip) is done only for runs that skip too;
+            # a cell whose worker died (no checks) is measured again.
+            done = store(args.results).keys(
+                lambda r: "checks" in r and (skip or not r.get("partial"))
+            )
             todo = [
                 s
                 for s in structures

@@ -86,3 +86,26 @@ def test_partial_cells_count_as_done_only_for_skipping_runs(tmp_path, monkeypatc
     assert calls == []
     zoo.main(argv)
     assert calls == [["filter"]]
+
+
+def test_cells_whose_worker_died_are_measured_again(tmp_path, monkeypatch):
+    path = tmp_path / "zoo.json"
+    dead = {"backend": "tensorflow", "model": zoo.TRANSFORMER, "structure": "filter"}
+    zoo.store(path).add({**dead, "error": "worker killed by SIGTERM"})
+    calls = []
+    monkeypatch.setattr(zoo, "_spawn", lambda *args: calls.append(args[2]))
+    zoo.main([*CELL, "--structures", "filter", "--results", str(path)])
+    assert calls == [["filter"]]
+
+
+@pytest.mark.parametrize(
+    "returncode, expected",
+    [
+        (0, None),
+        (1, "exit code 1"),
+        (-15, "killed by SIGTERM"),
+        (-9, "killed by SIGKILL"),
+    ],
+)
+def test_exit_text_names_the_signal(returncode, expected):
+    assert zoo._exit_text(returncode) == expected
