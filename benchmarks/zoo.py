@@ -10,8 +10,9 @@ and, for filter and channel cells, shrink and its MAC ratio).
 Every backend runs in its own subprocess (``KERAS_BACKEND``), one subprocess
 per model, so a crash costs one model. Records are appended to
 ``benchmarks/results/zoo.json`` as soon as a cell is measured; cells already
-there are skipped unless ``--force``; a cell whose worker died (a timeout, a
-kill) holds only the error and is measured again by the next run.
+there are skipped unless ``--force``; a cell that holds only an error (its
+worker died: a timeout, a kill; or its model did not build) is measured
+again by the next run.
 
 Example:
 
@@ -292,7 +293,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for backend in backends:
         for model_name in models:
             # A partial cell (run with --skip) is done only for runs that skip too;
-            # a cell whose worker died (no checks) is measured again.
+            # a cell with no checks (its worker died, or its model did not build)
+            # is measured again.
             done = store(args.results).keys(
                 lambda r: "checks" in r and (skip or not r.get("partial"))
             )
